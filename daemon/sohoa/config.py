@@ -1,0 +1,183 @@
+"""The box's configuration: one TOML file, loaded into frozen, typed models.
+
+Every problem in a file (unknown keys, missing keys, wrong types) is reported
+at once in one :class:`~sohoa.errors.ConfigError`. Secrets (the token PIN, the
+archive's bearer token, the broker password) are never written in the file:
+the file names a credential file or an environment variable that holds them.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sohoa.errors import ConfigError
+from sohoa.i18n import N_
+
+# The models/ folder of a source checkout; provisioning sets ocr.models_dir explicitly.
+CHECKOUT_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BoxConfig(_Section):
+    """Who the box is and who operates it; these names appear in the conversion mark."""
+
+    site: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    device: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    unit: str = Field(min_length=1, description="Full name of the converting unit")
+    department: str = ""
+    operator: str = Field(min_length=1, description="Full name of the operator who scans")
+    agency_code: str = Field(min_length=1, max_length=13, description="Agency code, the first part of DocCode")
+    data_dir: Path
+    language: Literal["vi", "en"] = "vi"
+    min_free_mb: int = Field(default=200, ge=0, description="Disk reserve below which new scans are refused")
+
+
+class GpioConfig(_Section):
+    """BCM pin numbers of the panel; ``pin_factory = "mock"`` uses gpiozero's mock pins."""
+
+    pin_factory: str = ""
+    button_pin: int = Field(default=17, ge=0, le=27)
+    button_bounce_ms: int = Field(default=50, ge=0, le=1000)
+    green_led_pin: int = Field(default=22, ge=0, le=27)
+    red_led_pin: int = Field(default=27, ge=0, le=27)
+    buzzer_pin: int | None = Field(default=None, ge=0, le=27)
+
+
+class ScannerConfig(_Section):
+    device: str = Field(min_length=1, description="SANE device name, as `scanimage -L` lists it")
+    source: str | None = Field(default=None, description="SANE source option, e.g. 'ADF Duplex'")
+    mode: str = "Color"
+    resolution: int = Field(default=300, ge=75, le=1200)
+    options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    feeder_dir: Path | None = Field(
+        default=None,
+        description="For the SANE pnm backend only: a folder of page images fed one per scan, like a feeder",
+    )
+    max_pages: int = Field(default=500, ge=1, le=10000)
+
+
+class OcrConfig(_Section):
+    models_dir: Path = CHECKOUT_MODELS_DIR
+    threads: int = Field(default=2, ge=1, le=16)
+
+
+class SigningConfig(_Section):
+    pkcs11_module: Path
+    token_label: str = Field(min_length=1)
+    key_id: str = Field(pattern=r"^([0-9A-Fa-f]{2})+$", description="CKA_ID of the key, in hex")
+    pin_file: Path | None = None
+    pin_env: str | None = None
+    trust_roots: list[Path] = Field(default_factory=list, description="CA certificates that validate the signature")
+    retry_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("key_id")
+    @classmethod
+    def _lower_hex(cls, value: str) -> str:
+        return value.lower()
+
+
+class UploadConfig(_Section):
+    url: str = Field(pattern=r"^https?://")
+    token_file: Path | None = None
+    ca_file: Path | None = None
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    retry_min_seconds: float = Field(default=2.0, gt=0)
+    retry_max_seconds: float = Field(default=300.0, gt=0)
+
+
+class MqttConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    prefix: str = Field(default="sohoa", pattern=r"^[^#+]+$")
+    username: str | None = None
+    password_file: Path | None = None
+    tls: bool = False
+    ca_file: Path | None = None
+    keepalive_seconds: int = Field(default=30, ge=5, le=3600)
+    heartbeat_seconds: float = Field(default=60.0, gt=0)
+
+
+class Config(_Section):
+    box: BoxConfig
+    gpio: GpioConfig = GpioConfig()
+    scanner: ScannerConfig
+    ocr: OcrConfig = OcrConfig()
+    signing: SigningConfig
+    upload: UploadConfig
+    mqtt: MqttConfig = MqttConfig()
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.box.data_dir / "spool"
+
+    @property
+    def journal_path(self) -> Path:
+        return self.box.data_dir / "journal.sqlite"
+
+
+def _describe(error: dict) -> str:
+    location = ".".join(str(part) for part in error["loc"]) or "(file)"
+    if error["type"] == "extra_forbidden":
+        return f"{location}: unknown key"
+    if error["type"] == "missing":
+        return f"{location}: missing"
+    return f"{location}: {error['msg']}"
+
+
+def parse_config(data: dict, source: str = "<config>") -> Config:
+    """Validate ``data`` (as read from TOML) and return the frozen config."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = "\n".join(f"  - {_describe(err)}" for err in exc.errors())
+        raise ConfigError(
+            N_("Invalid configuration in {source}:\n{problems}\nFix these keys and start again."),
+            source=source,
+            problems=problems,
+        ) from exc
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate the TOML file at ``path``."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise ConfigError(N_("Configuration file not found: {path}"), path=path) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(N_("Configuration file {path} is not valid TOML: {detail}"), path=path, detail=exc) from exc
+    return parse_config(data, source=str(path))
+
+
+def read_secret(file: Path | None, env: str | None, what: str) -> str | None:
+    """Read a secret from a credential file, else from an environment variable.
+
+    ``$CREDENTIALS_DIRECTORY`` (set by systemd's ``LoadCredential=``) is searched
+    when ``file`` is a bare name. Returns None when neither is configured.
+    """
+    if file is not None:
+        candidate = Path(file)
+        credentials_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not candidate.is_absolute() and credentials_dir:
+            candidate = Path(credentials_dir) / candidate
+        try:
+            return candidate.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                N_("Cannot read the {what} from credential file {path}: {detail}"), what=what, path=candidate, detail=exc.strerror
+            ) from exc
+    if env:
+        value = os.environ.get(env)
+        if value is None:
+            raise ConfigError(N_("Environment variable {env} holding the {what} is not set."), env=env, what=what)
+        return value
+    return None

@@ -1,0 +1,136 @@
+"""The daemon's exceptions.
+
+One root, :class:`SohoaError`, and one base per subsystem. Every error has a
+stable ``code`` that the CLI exit status and the MQTT state both use, and a
+message template in English marked for translation, so that logs stay in
+English (``str(error)``) while users read it in their language
+(:meth:`SohoaError.user_message`).
+"""
+
+from __future__ import annotations
+
+from sohoa.i18n import N_, gettext
+
+
+class SohoaError(Exception):
+    """Root of every error the daemon raises on purpose."""
+
+    code = "error"
+    exit_status = 1
+    template = N_("Unexpected error: {detail}")
+
+    def __init__(self, template: str | None = None, /, **params: object) -> None:
+        self.message_template = template or self.template
+        self.params = params
+        super().__init__(self._format(self.message_template))
+
+    def _format(self, template: str) -> str:
+        try:
+            return template.format(**self.params)
+        except (KeyError, IndexError, ValueError):
+            return f"{template} {self.params}"
+
+    def user_message(self) -> str:
+        """Return the message in the selected user language."""
+        return self._format(gettext(self.message_template))
+
+
+class ConfigError(SohoaError):
+    code = "config_invalid"
+    exit_status = 78  # EX_CONFIG from sysexits.h, which systemd also knows
+
+
+class HardwareError(SohoaError):
+    code = "gpio_failed"
+    exit_status = 69  # EX_UNAVAILABLE
+
+
+class ScannerError(SohoaError):
+    code = "scanner_failed"
+    exit_status = 69
+
+
+class ScannerNotFoundError(ScannerError):
+    code = "scanner_not_found"
+
+
+class FeederEmptyError(ScannerError):
+    code = "feeder_empty"
+
+
+class PaperJamError(ScannerError):
+    code = "paper_jam"
+
+
+class CoverOpenError(ScannerError):
+    code = "cover_open"
+
+
+class ScannerIOError(ScannerError):
+    code = "scanner_io_error"
+
+
+class OcrError(SohoaError):
+    code = "ocr_failed"
+
+
+class ModelError(OcrError):
+    code = "model_invalid"
+    exit_status = 78
+
+
+class ImageError(SohoaError):
+    code = "image_invalid"
+    exit_status = 65  # EX_DATAERR
+
+
+class PdfError(SohoaError):
+    code = "pdf_failed"
+
+
+class SigningError(SohoaError):
+    code = "signing_failed"
+
+
+class TokenNotFoundError(SigningError):
+    code = "token_missing"
+
+
+class KeyNotFoundError(SigningError):
+    code = "key_not_found"
+
+
+class PinError(SigningError):
+    code = "token_pin_invalid"
+
+
+class SignatureInvalidError(SigningError):
+    code = "signature_invalid"
+
+
+class JournalError(SohoaError):
+    code = "journal_failed"
+
+
+class DiskFullError(JournalError):
+    code = "disk_full"
+
+
+class UploadError(SohoaError):
+    code = "upload_failed"
+
+
+class ArchiveUnreachableError(UploadError):
+    code = "archive_unreachable"
+
+
+class UploadRejectedError(UploadError):
+    code = "upload_rejected"
+
+
+class UploadConflictError(UploadError):
+    code = "upload_conflict"
+
+
+class MqttError(SohoaError):
+    code = "mqtt_failed"
