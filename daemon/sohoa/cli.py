@@ -1,0 +1,146 @@
+"""The ``sohoa`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from sohoa import __version__
+from sohoa.errors import SohoaError
+from sohoa.i18n import gettext as _, set_language
+
+DEFAULT_CONFIG = Path("/etc/sohoa/sohoa.toml")
+log = logging.getLogger("sohoa")
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    return Path(args.config or os.environ.get("SOHOA_CONFIG") or DEFAULT_CONFIG)
+
+
+def _load(args: argparse.Namespace):
+    from sohoa.config import load_config
+
+    config = load_config(_config_path(args))
+    if not args.lang:
+        set_language(os.environ.get("SOHOA_LANG") or config.box.language)
+    return config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sohoa.app import build_daemon
+
+    config = _load(args)
+    daemon = build_daemon(config)
+    daemon.run_forever()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from sohoa.journal import Journal
+
+    config = _load(args)
+    journal = Journal(config.journal_path)
+    counts = journal.state_counts()
+    if args.format == "json":
+        print(json.dumps({"jobs": counts, "totals": journal.totals()}, ensure_ascii=False, indent=2))
+        return 0
+    labels = {
+        "scanning": _("scanning"),
+        "interrupted": _("interrupted (waiting for the next press)"),
+        "captured": _("waiting for text recognition"),
+        "recognized": _("waiting for the PDF to be built"),
+        "built": _("waiting for signature"),
+        "signed": _("waiting for upload"),
+        "uploaded": _("uploaded to the archive"),
+        "failed": _("failed, needs a person"),
+    }
+    print(_("Documents by state:"))
+    for state, count in counts.items():
+        print(f"  {labels[state]}: {count}")
+    for job in journal.jobs_in("failed", "interrupted", "built"):
+        if job.error_code:
+            print(f"  {job.id} {job.doc_code or ''}: {job.error_code} {job.error_message or ''}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from sohoa.signing import verify_pdf
+
+    roots = [Path(path) for path in args.trust_root]
+    result = verify_pdf(Path(args.pdf), roots)
+    print(_("Signature valid: {valid}").format(valid=_("yes") if result.valid else _("no")))
+    print(_("Document unchanged since signing: {intact}").format(intact=_("yes") if result.intact else _("no")))
+    print(_("Signer certificate trusted: {trusted}").format(trusted=_("yes") if result.trusted else _("no")))
+    print(_("Signer: {signer}").format(signer=result.signer))
+    if result.signing_time:
+        print(_("Signing time: {time}").format(time=result.signing_time.isoformat()))
+    return 0 if (result.valid and result.intact and result.trusted) else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sohoa.testbed.demo import run_demo
+
+    return run_demo(Path(args.workdir), keep_running=args.keep_running)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sohoa", description=_("Digitize paper records: scan, recognize, sign, archive."))
+    parser.add_argument("--version", action="version", version=f"sohoa {__version__}")
+    parser.add_argument("--config", help=_("configuration file (default: $SOHOA_CONFIG or /etc/sohoa/sohoa.toml)"))
+    parser.add_argument("--lang", choices=["vi", "en"], help=_("language of messages (default: vi)"))
+    parser.add_argument("-v", "--verbose", action="store_true", help=_("log debug messages"))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("run", help=_("run the daemon: the button starts a scan")).set_defaults(func=cmd_run)
+
+    status = sub.add_parser("status", help=_("show the documents in the journal by state"))
+    status.add_argument("--format", choices=["table", "json"], default="table")
+    status.set_defaults(func=cmd_status)
+
+    verify = sub.add_parser("verify", help=_("check the signatures of a signed PDF"))
+    verify.add_argument("pdf", help=_("signed PDF file"))
+    verify.add_argument("--trust-root", action="append", default=[], help=_("CA certificate to trust (PEM or DER), repeatable"))
+    verify.set_defaults(func=cmd_verify)
+
+    demo = sub.add_parser("demo", help=_("run the whole path on the sample pages with local test services"))
+    demo.add_argument("--workdir", default="demo-data", help=_("folder for the demo's token, services and documents"))
+    demo.add_argument("--keep-running", action="store_true", help=_("keep the daemon and services running after the demo"))
+    demo.set_defaults(func=cmd_demo)
+
+    for module_name in ("sohoa.ocr.cli", "sohoa.receiver"):
+        try:
+            module = __import__(module_name, fromlist=["add_parser"])
+        except ImportError as exc:  # a part missing from a broken install
+            log.debug("Subcommands of %s unavailable: %s", module_name, exc)
+            continue
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # The language must be known before the parser's help texts are translated.
+    lang = next((argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--lang"), None)
+    set_language(lang)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s",
+    )
+    try:
+        return args.func(args)
+    except SohoaError as exc:
+        log.error("%s (%s)", exc, exc.code)
+        print(_("Error: {message}").format(message=exc.user_message()), file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

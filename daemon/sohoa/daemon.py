@@ -1,0 +1,378 @@
+"""The daemon: the button starts a job; worker threads carry jobs to the archive.
+
+Threads:
+- gpiozero's thread calls :meth:`Daemon.request_scan` on a press; it only sets
+  a flag and wakes the worker.
+- the worker scans, then runs the on-box steps (recognize, build, sign) for
+  every job that needs them, one job at a time so that OCR memory stays bounded;
+- the uploader sends signed documents whenever the archive answers, with
+  exponential backoff while it does not;
+- the main thread publishes the heartbeat and pings the systemd watchdog.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from sohoa import __version__
+from sohoa.config import Config
+from sohoa.errors import (
+    ArchiveUnreachableError,
+    DiskFullError,
+    SigningError,
+    SohoaError,
+    UploadError,
+)
+from sohoa.i18n import N_, gettext as _
+from sohoa.journal import PENDING_STATES, Journal
+from sohoa.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+# Stages shown to users; the values are English msgids translated when published.
+STAGE_MESSAGES = {
+    "idle": N_("Ready: load the paper and press the button."),
+    "scanning": N_("Scanning."),
+    "recognizing": N_("Recognizing text."),
+    "building": N_("Building the PDF document."),
+    "signing": N_("Signing the document."),
+}
+# Alerts whose cause a person must fix before the queue moves again.
+ATTENTION_CODES = {"token_missing", "key_not_found", "token_pin_invalid", "paper_jam", "cover_open", "disk_full"}
+
+
+@dataclass(frozen=True)
+class Alert:
+    code: str
+    message: str
+    at: str
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        pipeline: Pipeline,
+        journal: Journal,
+        reporter=None,
+        panel_factory: Callable[..., object] | None = None,
+        notifier=None,
+    ) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        self.journal = journal
+        self.reporter = reporter
+        self._panel_factory = panel_factory
+        self.panel = None
+        self.notifier = notifier
+
+        self._stop = threading.Event()
+        self._work = threading.Event()
+        self._upload_wake = threading.Event()
+        self._lock = threading.Lock()
+        self._scan_requested = False
+        self._scanning = False
+        self._stage = "idle"
+        self._alerts: dict[str, Alert] = {}
+        self._last_error: Alert | None = None
+        self._archive_reachable: bool | None = None
+        self._last_upload: str | None = None
+        self._last_scan: str | None = None
+        self._session = 0
+        self._started_at = time.monotonic()
+        self._threads: list[threading.Thread] = []
+        self._sign_retry_at = 0.0
+        self.on_state: Callable[[dict], None] | None = None
+
+    # lifecycle
+
+    def start(self) -> None:
+        from sohoa.upload import Backoff
+
+        self._backoff = Backoff(self.config.upload.retry_min_seconds, self.config.upload.retry_max_seconds)
+        if self.reporter is not None:
+            self.reporter.start()
+        if self._panel_factory is not None:
+            self.panel = self._panel_factory(self.config.gpio, self.request_scan)
+        for name, target in (("worker", self._worker_loop), ("uploader", self._upload_loop)):
+            thread = threading.Thread(target=target, name=f"sohoa-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self._work.set()
+        self._publish()
+        self._notify("READY=1")
+        log.info("sohoa %s started on %s/%s", __version__, self.config.box.site, self.config.box.device)
+
+    def stop(self) -> None:
+        log.info("Stopping")
+        self._notify("STOPPING=1")
+        self._stop.set()
+        self._work.set()
+        self._upload_wake.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+            if thread.is_alive():
+                log.warning("Thread %s did not stop within 60 s", thread.name)
+        if self.panel is not None:
+            self.panel.close()
+        if self.reporter is not None:
+            self.reporter.stop()
+        self.journal.close()
+
+    def run_forever(self) -> None:
+        """Run until SIGTERM or SIGINT, publishing the heartbeat and pinging the watchdog."""
+        signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
+        signal.signal(signal.SIGINT, lambda *_: self._stop.set())
+        self.start()
+        try:
+            while not self._stop.wait(self.config.mqtt.heartbeat_seconds):
+                self._publish()
+                if all(thread.is_alive() for thread in self._threads):
+                    self._notify("WATCHDOG=1")
+                else:
+                    log.error("A worker thread died; the systemd watchdog will restart the daemon")
+        finally:
+            self.stop()
+
+    def _notify(self, message: str) -> None:
+        if self.notifier is not None:
+            self.notifier.notify(message)
+
+    # the button
+
+    def request_scan(self) -> None:
+        """Ask for a scan; called on gpiozero's thread, so it only sets a flag."""
+        with self._lock:
+            if self._scanning or self._scan_requested:
+                log.info("Button pressed while a scan is running: ignored")
+                return
+            self._scan_requested = True
+        log.info("Button pressed: scan requested")
+        self._work.set()
+
+    @property
+    def busy(self) -> bool:
+        return self._scanning or self._scan_requested or self._stage != "idle"
+
+    # worker
+
+    def _worker_loop(self) -> None:
+        while not self._stop.is_set():
+            self._work.wait(timeout=self.config.signing.retry_seconds)
+            self._work.clear()
+            if self._stop.is_set():
+                break
+            with self._lock:
+                scan = self._scan_requested
+                self._scan_requested = False
+                self._scanning = scan
+            try:
+                if scan:
+                    self._run_scan()
+                with self._lock:
+                    self._scanning = False
+                self._process_pending()
+            except Exception:
+                log.exception("Worker step failed unexpectedly")
+            finally:
+                with self._lock:
+                    self._scanning = False
+                self._set_stage("idle")
+
+    def _run_scan(self) -> None:
+        try:
+            self._check_disk()
+        except DiskFullError as exc:
+            self._raise_alert("disk", exc)
+            return
+        self._clear_alert("disk")
+        self._set_stage("scanning")
+        try:
+            result = self.pipeline.acquire()
+        except SohoaError as exc:
+            self._raise_alert("scanner", exc)
+            self._event("job_failed", {"code": exc.code, "message": exc.user_message()})
+            return
+        self._last_scan = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        if result.error is not None:
+            self._raise_alert("scanner", result.error)
+            self._event(
+                "scan_interrupted" if result.job else "scan_empty",
+                {"job_id": result.job.id if result.job else None, "pages": result.pages_scanned, "code": result.error.code},
+            )
+            return
+        self._clear_alert("scanner")
+        log.info("Job %s: %d pages captured", result.job.id, result.job.page_count)
+
+    def _check_disk(self) -> None:
+        data_dir = self.config.box.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        free_mb = shutil.disk_usage(data_dir).free // (1024 * 1024)
+        if free_mb < self.config.box.min_free_mb:
+            raise DiskFullError(
+                N_("Only {free} MB free on {path}, below the {reserve} MB reserve: new scans are refused until space is freed."),
+                free=free_mb,
+                path=data_dir,
+                reserve=self.config.box.min_free_mb,
+            )
+
+    def _process_pending(self) -> None:
+        for job in self.journal.jobs_in(*PENDING_STATES):
+            if self._stop.is_set():
+                return
+            if job.state == "built" and job.error_code and time.monotonic() < self._sign_retry_at:
+                continue
+            try:
+                self._set_stage({"captured": "recognizing", "recognized": "building", "built": "signing"}[job.state])
+                job = self._process_job(job)
+            except SigningError as exc:
+                self.journal.update_job(job.id, error_code=exc.code, error_message=str(exc))
+                self._raise_alert("signing", exc)
+                self._sign_retry_at = time.monotonic() + self.config.signing.retry_seconds
+                log.warning("Job %s waits, built but unsigned: %s", job.id, exc)
+                continue
+            except SohoaError as exc:
+                self.journal.set_state(job.id, "failed", error_code=exc.code, error_message=str(exc))
+                self._raise_alert("job", exc)
+                self._event("job_failed", {"job_id": job.id, "code": exc.code, "message": exc.user_message()})
+                continue
+            if job.state == "signed":
+                self._clear_alert("signing")
+                self._clear_alert("job")
+                self._event("job_finished", {"job_id": job.id, "doc_code": job.doc_code, "pages": job.page_count})
+                if self.panel is not None:
+                    self.panel.beep_done()
+                self._upload_wake.set()
+
+    def _process_job(self, job):
+        if job.state == "captured":
+            job = self.pipeline.recognize(job)
+            self._set_stage("building")
+        if job.state == "recognized":
+            job = self.pipeline.build(job)
+            self._set_stage("signing")
+        if job.state == "built":
+            job = self.pipeline.sign(job)
+        return job
+
+    # uploader
+
+    def _upload_loop(self) -> None:
+        while not self._stop.is_set():
+            delay = self._upload_pending()
+            self._upload_wake.wait(timeout=delay)
+            self._upload_wake.clear()
+
+    def _upload_pending(self) -> float:
+        """Upload every signed document; return how long to wait before the next round."""
+        for job in self.journal.jobs_in("signed"):
+            if self._stop.is_set():
+                return 0
+            try:
+                receipt = self.pipeline.upload(job)
+            except ArchiveUnreachableError as exc:
+                delay = self._backoff.next_delay()
+                self.journal.update_job(
+                    job.id, upload_attempts=job.upload_attempts + 1, error_code=exc.code, error_message=str(exc)
+                )
+                self._archive_reachable = False
+                self._raise_alert("upload", exc)
+                log.warning("Upload of %s failed, next try in %.1f s: %s", job.doc_code, delay, exc)
+                return delay
+            except UploadError as exc:
+                self._raise_alert("upload", exc)
+                self._event("upload_failed", {"job_id": job.id, "doc_code": job.doc_code, "code": exc.code})
+                continue
+            self._backoff.reset()
+            self._archive_reachable = True
+            self._last_upload = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            self._clear_alert("upload")
+            self._event("job_uploaded", {"job_id": job.id, "doc_code": job.doc_code, "sha256": receipt.sha256})
+            log.info("Job %s: %s uploaded, archive id %s", job.id, job.doc_code, receipt.archive_id)
+        self._publish()
+        return self.config.upload.retry_max_seconds
+
+    # status
+
+    def _set_stage(self, stage: str) -> None:
+        if stage != self._stage:
+            self._stage = stage
+            self._publish()
+
+    def _raise_alert(self, subsystem: str, error: Exception) -> None:
+        code = getattr(error, "code", "error")
+        message = error.user_message() if isinstance(error, SohoaError) else str(error)
+        alert = Alert(code, message, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        self._alerts[subsystem] = alert
+        self._last_error = alert
+        log.error("%s alert %s: %s", subsystem, code, error)
+        if self.panel is not None and code in ATTENTION_CODES | {"scanner_io_error", "scanner_not_found"}:
+            self.panel.beep_error()
+        self._publish()
+
+    def _clear_alert(self, subsystem: str) -> None:
+        if self._alerts.pop(subsystem, None) is not None:
+            self._publish()
+
+    def _event(self, name: str, payload: dict) -> None:
+        if self.reporter is not None:
+            self.reporter.publish_event(name, payload)
+
+    def state(self) -> dict:
+        """Return the status document published on MQTT."""
+        counts = self.journal.state_counts()
+        blocking = [alert for subsystem, alert in self._alerts.items() if subsystem != "upload"]
+        lifecycle = "alert" if blocking else ("busy" if self.busy else "ready")
+        if blocking:
+            message = blocking[-1].message
+        else:
+            message = _(STAGE_MESSAGES.get(self._stage, STAGE_MESSAGES["idle"]))
+        free_mb = shutil.disk_usage(self.config.box.data_dir).free // (1024 * 1024) if self.config.box.data_dir.exists() else None
+        return {
+            "state": lifecycle,
+            "stage": self._stage,
+            "message": message,
+            "alerts": [alert.code for alert in self._alerts.values()],
+            "queue": {
+                "interrupted": counts["interrupted"],
+                "to_recognize": counts["captured"],
+                "to_build": counts["recognized"],
+                "to_sign": counts["built"],
+                "to_upload": counts["signed"],
+                "failed": counts["failed"],
+            },
+            "last_error": None
+            if self._last_error is None
+            else {"code": self._last_error.code, "message": self._last_error.message, "at": self._last_error.at},
+            "archive_reachable": self._archive_reachable,
+            "last_scan": self._last_scan,
+            "last_upload": self._last_upload,
+            "totals": self.journal.totals(),
+            "disk_free_mb": free_mb,
+            "version": __version__,
+            "uptime_seconds": int(time.monotonic() - self._started_at),
+            "heartbeat": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "pid": os.getpid(),
+        }
+
+    def _publish(self) -> None:
+        state = self.state()
+        if self.panel is not None:
+            blocking = [code for subsystem, alert in self._alerts.items() if subsystem != "upload" for code in [alert.code]]
+            if blocking:
+                self.panel.show("attention" if blocking[-1] in {"token_missing", "key_not_found", "token_pin_invalid"} else "error")
+            else:
+                self.panel.show("busy" if self.busy else "idle")
+        if self.reporter is not None:
+            self.reporter.publish_state(state)
+        if self.on_state is not None:
+            self.on_state(state)

@@ -1,0 +1,279 @@
+"""The journal: every job and page, and the state each has reached, in SQLite.
+
+The journal and the spool folder together are the box's memory across power
+cuts. A file is written durably (see :mod:`sohoa.fsutil`) before the row that
+points to it is committed, so a committed state always has its files.
+
+Job states, in order::
+
+    scanning -> captured -> recognized -> built -> signed -> uploaded
+
+plus ``interrupted`` (the scan stopped on a jam, an open cover or an I/O error;
+the pages are kept and the next button press continues the same document) and
+``failed`` (a step failed in a way that needs a person; ``error_code`` says why).
+A job waiting on something outside the box (a missing token, an unreachable
+archive) keeps its state and carries the reason in ``error_code``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import sqlite_utils
+
+from sohoa.errors import JournalError
+from sohoa.i18n import N_
+
+log = logging.getLogger(__name__)
+
+JOB_STATES = ("scanning", "interrupted", "captured", "recognized", "built", "signed", "uploaded", "failed")
+# States that still need work on the box before upload.
+PENDING_STATES = ("captured", "recognized", "built")
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    created_at: str
+    updated_at: str
+    state: str
+    doc_code: str | None
+    page_count: int
+    error_code: str | None
+    error_message: str | None
+    pdf_path: str | None
+    signed_path: str | None
+    sha256: str | None
+    fields: dict
+    receipt: dict | None
+    upload_attempts: int
+
+    @classmethod
+    def from_row(cls, row: dict) -> Job:
+        return cls(
+            id=row["id"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            state=row["state"],
+            doc_code=row["doc_code"],
+            page_count=row["page_count"],
+            error_code=row["error_code"],
+            error_message=row["error_message"],
+            pdf_path=row["pdf_path"],
+            signed_path=row["signed_path"],
+            sha256=row["sha256"],
+            fields=json.loads(row["fields"] or "{}"),
+            receipt=json.loads(row["receipt"]) if row["receipt"] else None,
+            upload_attempts=row["upload_attempts"],
+        )
+
+
+@dataclass(frozen=True)
+class Page:
+    job_id: str
+    seq: int
+    path: str
+    sha256: str
+    width: int
+    height: int
+    dpi: int
+    state: str
+    ocr_path: str | None
+
+
+class Journal:
+    """SQLite journal in WAL mode with ``synchronous=FULL``, shared by the daemon's threads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            self.db = sqlite_utils.Database(conn)
+            self.db.enable_wal()
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self._create_schema()
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(N_("Cannot open the journal {path}: {detail}"), path=self.path, detail=exc) from exc
+
+    def _create_schema(self) -> None:
+        with self._lock:
+            if "jobs" not in self.db.table_names():
+                self.db["jobs"].create(
+                    {
+                        "id": str,
+                        "created_at": str,
+                        "updated_at": str,
+                        "state": str,
+                        "doc_code": str,
+                        "page_count": int,
+                        "error_code": str,
+                        "error_message": str,
+                        "pdf_path": str,
+                        "signed_path": str,
+                        "sha256": str,
+                        "fields": str,
+                        "receipt": str,
+                        "upload_attempts": int,
+                        "next_upload_at": str,
+                    },
+                    pk="id",
+                    not_null={"created_at", "updated_at", "state", "page_count", "upload_attempts"},
+                    defaults={"page_count": 0, "upload_attempts": 0, "fields": "{}"},
+                )
+                self.db["jobs"].create_index(["state"])
+                self.db["jobs"].create_index(["doc_code"], unique=True)
+            if "pages" not in self.db.table_names():
+                self.db["pages"].create(
+                    {
+                        "job_id": str,
+                        "seq": int,
+                        "path": str,
+                        "sha256": str,
+                        "width": int,
+                        "height": int,
+                        "dpi": int,
+                        "state": str,
+                        "ocr_path": str,
+                        "created_at": str,
+                    },
+                    pk=("job_id", "seq"),
+                    foreign_keys=[("job_id", "jobs", "id")],
+                )
+            if "counters" not in self.db.table_names():
+                self.db["counters"].create({"name": str, "value": int}, pk="name")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite_utils.Database]:
+        with self._lock:
+            try:
+                with self.db.atomic():
+                    yield self.db
+            except sqlite3.DatabaseError as exc:
+                raise JournalError(N_("Journal write failed: {detail}"), detail=exc) from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+
+    # Jobs
+
+    def create_job(self) -> Job:
+        job_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+        now = utc_now()
+        with self.transaction() as db:
+            db["jobs"].insert({"id": job_id, "created_at": now, "updated_at": now, "state": "scanning"})
+        log.info("Job %s created", job_id)
+        return self.get_job(job_id)
+
+    def get_job(self, job_id: str) -> Job:
+        with self._lock:
+            rows = list(self.db.query("select * from jobs where id = ?", [job_id]))
+        if not rows:
+            raise JournalError(N_("Job {job_id} is not in the journal."), job_id=job_id)
+        return Job.from_row(rows[0])
+
+    def update_job(self, job_id: str, **changes: object) -> Job:
+        for key in ("fields", "receipt"):
+            if key in changes and not isinstance(changes[key], str) and changes[key] is not None:
+                changes[key] = json.dumps(changes[key], ensure_ascii=False)
+        if "state" in changes and changes["state"] not in JOB_STATES:
+            raise ValueError(f"unknown job state {changes['state']!r}")
+        changes["updated_at"] = utc_now()
+        with self.transaction() as db:
+            db["jobs"].update(job_id, changes)
+        return self.get_job(job_id)
+
+    def set_state(self, job_id: str, state: str, **changes: object) -> Job:
+        job = self.update_job(job_id, state=state, **changes)
+        log.info("Job %s is %s", job_id, state)
+        return job
+
+    def jobs_in(self, *states: str) -> list[Job]:
+        marks = ",".join("?" for _ in states)
+        with self._lock:
+            rows = list(self.db.query(f"select * from jobs where state in ({marks}) order by created_at, id", list(states)))
+        return [Job.from_row(row) for row in rows]
+
+    def latest_interrupted(self) -> Job | None:
+        jobs = self.jobs_in("interrupted")
+        return jobs[-1] if jobs else None
+
+    def state_counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self.db.query("select state, count(*) as n from jobs group by state")
+            counts = {state: 0 for state in JOB_STATES}
+            counts.update({row["state"]: row["n"] for row in rows})
+        return counts
+
+    def totals(self) -> dict[str, int]:
+        with self._lock:
+            documents = next(self.db.query("select count(*) as n from jobs where state = 'uploaded'"))["n"]
+            pages = next(
+                self.db.query("select count(*) as n from pages join jobs on jobs.id = pages.job_id where jobs.state = 'uploaded'")
+            )["n"]
+        return {"documents_uploaded": documents, "pages_uploaded": pages}
+
+    def next_sequence(self, name: str) -> int:
+        """Return the next value of the named counter (1, 2, ...), durably."""
+        with self.transaction() as db:
+            rows = list(db.query("select value from counters where name = ?", [name]))
+            value = rows[0]["value"] + 1 if rows else 1
+            db["counters"].upsert({"name": name, "value": value}, pk="name")
+        return value
+
+    # Pages
+
+    def add_page(self, job_id: str, seq: int, path: Path, sha256: str, width: int, height: int, dpi: int) -> None:
+        with self.transaction() as db:
+            db["pages"].insert(
+                {
+                    "job_id": job_id,
+                    "seq": seq,
+                    "path": str(path),
+                    "sha256": sha256,
+                    "width": width,
+                    "height": height,
+                    "dpi": dpi,
+                    "state": "captured",
+                    "created_at": utc_now(),
+                }
+            )
+            db.execute("update jobs set page_count = page_count + 1, updated_at = ? where id = ?", [utc_now(), job_id])
+
+    def pages(self, job_id: str) -> list[Page]:
+        with self._lock:
+            rows = list(self.db.query("select * from pages where job_id = ? order by seq", [job_id]))
+        return [
+            Page(
+                job_id=row["job_id"],
+                seq=row["seq"],
+                path=row["path"],
+                sha256=row["sha256"],
+                width=row["width"],
+                height=row["height"],
+                dpi=row["dpi"],
+                state=row["state"],
+                ocr_path=row["ocr_path"],
+            )
+            for row in rows
+        ]
+
+    def set_page_recognized(self, job_id: str, seq: int, ocr_path: Path) -> None:
+        with self.transaction() as db:
+            db["pages"].update((job_id, seq), {"state": "recognized", "ocr_path": str(ocr_path)})

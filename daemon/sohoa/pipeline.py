@@ -1,0 +1,321 @@
+"""The steps that turn one scanned batch into an archived document.
+
+Each step takes a job from the journal, writes its output into the job's own
+spool folder durably, then records the new state. A step can be run again
+after a crash: it redoes only what the journal does not show as done.
+
+    acquire -> recognize -> build -> sign -> upload
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PIL import Image
+
+from sohoa import fields as fieldlib
+from sohoa.config import Config
+from sohoa.errors import (
+    FeederEmptyError,
+    ImageError,
+    SignatureInvalidError,
+    UploadConflictError,
+)
+from sohoa.fsutil import sha256_file, write_atomic
+from sohoa.i18n import N_
+from sohoa.journal import Job, Journal
+
+if TYPE_CHECKING:
+    from sohoa.ocr import OcrEngine, PageText
+    from sohoa.scanner import ScannedPage, Scanner
+    from sohoa.signing import TokenSigner
+    from sohoa.upload import ArchiveClient, Receipt
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """What one button press produced: the job, and the scanner error that stopped it, if any."""
+
+    job: Job | None
+    pages_scanned: int
+    error: Exception | None
+
+
+def _slug(text: str) -> str:
+    """Return an ASCII, lower-case, dash-separated form of ``text`` for file names."""
+    decomposed = unicodedata.normalize("NFD", text.replace("Đ", "D").replace("đ", "d"))
+    ascii_text = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    words = "".join(ch.lower() if ch.isalnum() else " " for ch in ascii_text).split()
+    return "-".join(words[:6]) or "tai-lieu"
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: Config,
+        journal: Journal,
+        *,
+        scanner: Scanner,
+        ocr: Callable[[], OcrEngine],
+        signer: TokenSigner,
+        archive: ArchiveClient,
+    ) -> None:
+        self.config = config
+        self.journal = journal
+        self.scanner = scanner
+        self._ocr_factory = ocr
+        self._ocr: OcrEngine | None = None
+        self.signer = signer
+        self.archive = archive
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.config.spool_dir / job_id
+
+    @property
+    def ocr(self) -> OcrEngine:
+        if self._ocr is None:
+            self._ocr = self._ocr_factory()
+        return self._ocr
+
+    # acquire
+
+    def acquire(self) -> ScanResult:
+        """Scan one batch: into the interrupted job if there is one, else into a new job.
+
+        Each page is journalled as soon as its file is durable. A batch that
+        stops on a jam, an open cover or an I/O error leaves the job
+        ``interrupted`` with its pages; the next press continues it. A press
+        on an empty feeder finishes an interrupted job with the pages it has.
+        """
+        job = self.journal.latest_interrupted()
+        resuming = job is not None
+        if job is None:
+            job = self.journal.create_job()
+        else:
+            self.journal.set_state(job.id, "scanning", error_code=None, error_message=None)
+            log.info("Job %s: continuing the interrupted scan after page %d", job.id, job.page_count)
+
+        offset = job.page_count
+        batch_dir = self.job_dir(job.id) / f"batch-{self._next_batch_number(job.id):02d}"
+
+        def record(page: ScannedPage) -> None:
+            self.journal.add_page(
+                job.id, offset + page.index, page.path, sha256_file(page.path), page.width, page.height, page.dpi
+            )
+            log.info("Job %s: page %d captured (%s)", job.id, offset + page.index, page.path.name)
+
+        try:
+            outcome = self.scanner.scan_batch(batch_dir, on_page=record)
+        except FeederEmptyError as exc:
+            if resuming:
+                job = self.journal.set_state(job.id, "captured")
+                return ScanResult(job, 0, None)
+            self._discard_empty_job(job.id)
+            return ScanResult(None, 0, exc)
+        except Exception as exc:
+            job = self.journal.get_job(job.id)
+            self._interrupt(job, exc)
+            raise
+
+        job = self.journal.get_job(job.id)
+        if outcome.error is not None:
+            job = self._interrupt(job, outcome.error)
+            return ScanResult(job, len(outcome.pages), outcome.error)
+        job = self.journal.set_state(job.id, "captured")
+        return ScanResult(job, len(outcome.pages), None)
+
+    def _next_batch_number(self, job_id: str) -> int:
+        folder = self.job_dir(job_id)
+        return len(list(folder.glob("batch-*"))) + 1 if folder.exists() else 1
+
+    def _interrupt(self, job: Job, error: Exception) -> Job:
+        code = getattr(error, "code", "scanner_failed")
+        if job.page_count == 0:
+            self._discard_empty_job(job.id)
+            return job
+        return self.journal.set_state(job.id, "interrupted", error_code=code, error_message=str(error))
+
+    def _discard_empty_job(self, job_id: str) -> None:
+        with self.journal.transaction() as db:
+            db.execute("delete from jobs where id = ? and page_count = 0", [job_id])
+        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+        log.info("Job %s discarded: no page was scanned", job_id)
+
+    # recognize
+
+    def recognize(self, job: Job) -> Job:
+        from sohoa.ocr import PageText
+
+        texts: list[PageText] = []
+        ocr_dir = self.job_dir(job.id) / "ocr"
+        for page in self.journal.pages(job.id):
+            if page.state == "recognized" and page.ocr_path and Path(page.ocr_path).exists():
+                texts.append(PageText.from_dict(json.loads(Path(page.ocr_path).read_text(encoding="utf-8"))))
+                continue
+            image = self._open_page(Path(page.path))
+            page_text = self.ocr.recognize(image)
+            ocr_path = ocr_dir / f"page-{page.seq:04d}.json"
+            write_atomic(ocr_path, json.dumps(page_text.to_dict(), ensure_ascii=False).encode("utf-8"))
+            self.journal.set_page_recognized(job.id, page.seq, ocr_path)
+            texts.append(page_text)
+            log.info("Job %s: page %d recognized, %d lines", job.id, page.seq, len(page_text.lines))
+
+        full_text = "\n".join(text.text for text in texts)
+        confidences = [line.confidence for text in texts for line in text.lines]
+        extracted = fieldlib.extract_fields(full_text, confidences)
+        return self.journal.set_state(job.id, "recognized", fields=fieldlib.fields_to_json(extracted))
+
+    @staticmethod
+    def _open_page(path: Path) -> Image.Image:
+        try:
+            image = Image.open(path)
+            image.load()
+        except (OSError, Image.DecompressionBombError) as exc:
+            raise ImageError(N_("Page image {path} cannot be read: {detail}"), path=path, detail=exc) from exc
+        return image
+
+    def page_texts(self, job: Job) -> list[PageText]:
+        from sohoa.ocr import PageText
+
+        return [
+            PageText.from_dict(json.loads(Path(page.ocr_path).read_text(encoding="utf-8")))
+            for page in self.journal.pages(job.id)
+        ]
+
+    # build
+
+    def assign_doc_code(self, job: Job) -> Job:
+        if job.doc_code:
+            return job
+        agency = self.config.box.agency_code
+        type_code = fieldlib.type_code(fieldlib.fields_from_json(job.fields))
+        sequence = self.journal.next_sequence(f"doc_code:{agency}")
+        doc_code = f"{agency}_{type_code}_{sequence:06d}_V1"
+        return self.journal.update_job(job.id, doc_code=doc_code)
+
+    def document_filename(self, job: Job, suffix: str = ".pdf") -> str:
+        """Return ``DOCCODE_YYYYMMDD_DESCRIPTION.pdf``, the archive's file naming rule."""
+        scanned = datetime.fromisoformat(job.created_at).strftime("%Y%m%d")
+        type_name = job.fields.get("TypeName", {}).get("value") or "tai lieu"
+        return f"{job.doc_code}_{scanned}_{_slug(type_name)}{suffix}"
+
+    def pages_sha256(self, job: Job) -> str:
+        """Return one SHA-256 over the page images' SHA-256 values, in page order."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for page in self.journal.pages(job.id):
+            digest.update(bytes.fromhex(page.sha256))
+        return digest.hexdigest()
+
+    def build(self, job: Job) -> Job:
+        from sohoa.pdf import ConversionMark, PageInput, build_pdf
+
+        job = self.assign_doc_code(job)
+        texts = self.page_texts(job)
+        pages = [
+            PageInput(image=Path(page.path), text=text, dpi=page.dpi)
+            for page, text in zip(self.journal.pages(job.id), texts, strict=True)
+        ]
+        mark = ConversionMark(
+            converted_at=datetime.fromisoformat(job.created_at).astimezone(),
+            operator=self.config.box.operator,
+            unit=self.config.box.unit,
+            doc_code=job.doc_code,
+            pages_sha256=self.pages_sha256(job),
+        )
+        out = self.job_dir(job.id) / self.document_filename(job, ".unsigned.pdf")
+        build_pdf(pages, out, mark=mark, metadata=self.document_metadata(job), title=self._title(job))
+        return self.journal.set_state(job.id, "built", pdf_path=str(out), error_code=None, error_message=None)
+
+    def _title(self, job: Job) -> str:
+        subject = job.fields.get("Subject", {}).get("value")
+        type_name = job.fields.get("TypeName", {}).get("value")
+        return " - ".join(part for part in (type_name, subject) if part) or job.doc_code
+
+    def document_metadata(self, job: Job) -> dict[str, str]:
+        """Return the document's metadata, named as the national standard names them.
+
+        Only fields the recognizer is sure of are filled in; the others are left
+        empty and listed in ``UnsureFields`` so that a person completes them.
+        """
+        metadata: dict[str, str] = {"DocCode": job.doc_code or "", "Language": "vi", "PageAmount": str(job.page_count)}
+        unsure = []
+        for name in ("TypeName", "CodeNumber", "CodeNotation", "IssuedDate", "OrganName", "Subject", "Position", "FullName"):
+            field = job.fields.get(name) or {}
+            if field.get("value") and field.get("sure"):
+                metadata[name] = field["value"]
+            else:
+                metadata[name] = ""
+                unsure.append(name)
+        metadata["UnsureFields"] = ",".join(unsure)
+        metadata["Format"] = "Bản giấy chuyển đổi"
+        return metadata
+
+    # sign
+
+    def sign(self, job: Job) -> Job:
+        from sohoa.signing import verify_pdf
+
+        if not job.pdf_path:
+            raise ValueError(f"job {job.id} has no built PDF")
+        signed = self.job_dir(job.id) / self.document_filename(job)
+        self.signer.sign_pdf(Path(job.pdf_path), signed, signer_name=self.config.box.operator, location=self.config.box.unit)
+        result = verify_pdf(signed, self.config.signing.trust_roots)
+        if not (result.valid and result.intact and (result.trusted or not self.config.signing.trust_roots)):
+            signed.unlink(missing_ok=True)
+            raise SignatureInvalidError(
+                N_("The signature made on {doc_code} did not verify: {summary}"), doc_code=job.doc_code, summary=result.summary
+            )
+        log.info("Job %s: signed and verified (%s)", job.id, result.summary)
+        return self.journal.set_state(
+            job.id, "signed", signed_path=str(signed), sha256=sha256_file(signed), error_code=None, error_message=None
+        )
+
+    # upload
+
+    def upload_metadata(self, job: Job) -> dict[str, object]:
+        metadata: dict[str, object] = dict(self.document_metadata(job))
+        metadata.update(
+            {
+                "site": self.config.box.site,
+                "device": self.config.box.device,
+                "operator": self.config.box.operator,
+                "unit": self.config.box.unit,
+                "scanned_at": job.created_at,
+                "job_id": job.id,
+                "FieldConfidence": {name: value.get("confidence", 0.0) for name, value in job.fields.items()},
+            }
+        )
+        return metadata
+
+    def upload(self, job: Job) -> Receipt:
+        try:
+            receipt = self.archive.upload(job.doc_code, Path(job.signed_path), self.upload_metadata(job))
+        except UploadConflictError as exc:
+            self.journal.set_state(job.id, "failed", error_code=exc.code, error_message=str(exc))
+            raise
+        self.journal.set_state(job.id, "uploaded", receipt=receipt.raw, error_code=None, error_message=None)
+        return receipt
+
+    # the whole path on the box
+
+    def process(self, job: Job) -> Job:
+        """Run the on-box steps a job still needs, up to a signed document."""
+        if job.state == "captured":
+            job = self.recognize(job)
+        if job.state == "recognized":
+            job = self.build(job)
+        if job.state == "built":
+            job = self.sign(job)
+        return job
