@@ -1,0 +1,28 @@
+"""Session-wide set-up shared by every test module.
+
+libsane reads ``SANE_CONFIG_DIR`` once, at the first ``sane_init`` of the
+process, so one private SANE configuration (the ``pnm`` and ``test`` backends)
+is made here before any test can initialise SANE.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from sohoa.i18n import set_language
+
+_SANE_DIR = Path(tempfile.mkdtemp(prefix="sohoa-sane-"))
+(_SANE_DIR / "dll.conf").write_text("pnm\ntest\n", encoding="ascii")
+os.environ["SANE_CONFIG_DIR"] = str(_SANE_DIR)
+
+
+@pytest.fixture(autouse=True)
+def _vietnamese_by_default():
+    """Every test starts with the default user language, Vietnamese."""
+    set_language("vi")
+    yield
+    set_language("vi")
