@@ -35,7 +35,8 @@ SIGNER_AUTHORITIES = ("TM.", "KT.", "TL.", "Q.", "TUQ.")
 _NUMBER = re.compile(r"\bSố\s*[:.]?\s*(\d{1,6})\s*/\s*([0-9A-ZĐ][0-9A-ZĐa-zđ.\-/]*)", re.IGNORECASE)
 _DATE = re.compile(r"ngày\s+(\d{1,2})\s+tháng\s+(\d{1,2})\s+năm\s+(\d{4})", re.IGNORECASE)
 _SUBJECT = re.compile(r"^\s*(V/v|Về việc)\b.*", re.IGNORECASE)
-_ID_NUMBER = re.compile(r"(?:CCCD|CMND|[Ss]ố định danh|[Ss]ố căn cước)[^0-9]{0,30}(\d{9}|\d{12})")
+# Citizen identity numbers have 12 digits; the old identity cards had 9.
+_ID_NUMBER = re.compile(r"(?:CCCD|CMND|[Ss]ố định danh|[Ss]ố căn cước)[^0-9]{0,30}(\d{12}|\d{9})(?!\d)")
 _OWNER = re.compile(r"(?:[Hh]ọ và tên|[Hh]ọ tên)\s*[:.]?\s*(.+)")
 
 
