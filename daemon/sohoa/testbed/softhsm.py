@@ -58,12 +58,31 @@ class TestToken:
         """Environment that points libsofthsm2 at this token's configuration."""
         return {"SOFTHSM2_CONF": str(self.conf_path)}
 
+    @property
+    def unplugged_dir(self) -> Path:
+        return self.folder / "unplugged"
+
     def token_subfolder(self) -> Path:
-        """Return the folder SoftHSM created for this token; moving it away makes the token vanish."""
+        """Return the folder SoftHSM created for this token inside ``token_dir``."""
         subfolders = [path for path in self.token_dir.iterdir() if path.is_dir()]
         if len(subfolders) != 1:
             raise RuntimeError(f"Expected one token folder in {self.token_dir}, found {len(subfolders)}")
         return subfolders[0]
+
+    def unplug(self) -> None:
+        """Make the token vanish, as if pulled out, by moving its folder out of ``token_dir``.
+
+        SoftHSM treats every folder inside ``token_dir`` as a token, whatever
+        its name, so renaming the folder in place is not enough.
+        """
+        self.unplugged_dir.mkdir(exist_ok=True)
+        subfolder = self.token_subfolder()
+        subfolder.rename(self.unplugged_dir / subfolder.name)
+
+    def replug(self) -> None:
+        """Bring back a token removed by :meth:`unplug`."""
+        (subfolder,) = self.unplugged_dir.iterdir()
+        subfolder.rename(self.token_dir / subfolder.name)
 
     def signing_config(self, **overrides: object) -> SigningConfig:
         """Build a SigningConfig for this token; ``overrides`` replace any field (e.g. ``pin_env``)."""
