@@ -19,8 +19,8 @@ from sohoa import i18n
 from sohoa.errors import ConfigError, KeyNotFoundError, PdfError, PinError, SigningError, TokenNotFoundError
 from sohoa.signing import TokenInfo, TokenSigner, verify_pdf
 from sohoa.signing.token import TokenSession
-from sohoa.testbed.pki import TestPki, create_test_pki
-from sohoa.testbed.softhsm import TestToken, create_test_token
+from sohoa.testbed.pki import TestPki, create_test_pki, renew_signer_certificate
+from sohoa.testbed.softhsm import TestToken, create_test_token, import_certificate
 
 SIGNER_NAME = "Nguyễn Văn An"
 # A PIN unlikely to appear by chance in a log line, so that the leak check means something.
@@ -84,6 +84,12 @@ def _pyhanko_status(path: Path, ca_cert_path: Path):
     with open(path, "rb") as handle:
         (signature,) = PdfFileReader(handle).embedded_signatures
         return validate_pdf_signature(signature, signer_validation_context=context)
+
+
+def _assert_verified(result) -> None:
+    assert result.valid, result.summary
+    assert result.intact, result.summary
+    assert result.trusted, result.summary
 
 
 def _page_text(path: Path) -> str:
@@ -170,7 +176,6 @@ def test_tampered_byte_is_detected(token, unsigned_pdf, tmp_path):
     result = verify_pdf(tampered, [token.ca_cert_path])
 
     assert not result.intact
-    assert not (result.valid and result.intact and result.trusted)
     assert "FAILED" in result.summary
 
 
@@ -270,7 +275,21 @@ def test_key_and_cert_labels_differ(tmp_path, rsa_pki, unsigned_pdf, monkeypatch
     _signer(token).sign_pdf(unsigned_pdf, signed, signer_name=SIGNER_NAME)
 
     result = verify_pdf(signed, [token.ca_cert_path])
-    assert result.valid and result.intact and result.trusted
+    _assert_verified(result)
+
+
+def test_renewed_certificate_preferred(token, rsa_pki, unsigned_pdf, tmp_path):
+    renewed = renew_signer_certificate(rsa_pki)
+    import_certificate(token, renewed, label="renewed")
+    signed = tmp_path / "signed.pdf"
+    signer = _signer(token)
+
+    info = signer.probe()
+    signer.sign_pdf(unsigned_pdf, signed, signer_name=SIGNER_NAME)
+
+    assert info.not_after == renewed.not_valid_after_utc
+    assert _pyhanko_status(signed, token.ca_cert_path).signing_cert.serial_number == renewed.serial_number
+    _assert_verified(verify_pdf(signed, [token.ca_cert_path]))
 
 
 @pytest.mark.parametrize("source", ["file", "env"])
@@ -327,7 +346,7 @@ def test_token_removed_while_signing(token, unsigned_pdf, tmp_path, monkeypatch)
     assert list(out_dir.iterdir()) == []
 
 
-def test_token_reinserted_signs_again(token, unsigned_pdf, tmp_path):
+def test_token_reinserted_probes_again(token, unsigned_pdf, tmp_path):
     signer = _signer(token)
     token.unplug()
     with pytest.raises(TokenNotFoundError):
@@ -345,7 +364,7 @@ def test_ecdsa_p256_token(tmp_path, ec_pki, unsigned_pdf, monkeypatch):
     _signer(token).sign_pdf(unsigned_pdf, signed, signer_name=SIGNER_NAME)
 
     result = verify_pdf(signed, [token.ca_cert_path])
-    assert result.valid and result.intact and result.trusted
+    _assert_verified(result)
     assert _pyhanko_status(signed, token.ca_cert_path).pkcs7_signature_mechanism == "sha256_ecdsa"
 
 
@@ -355,7 +374,7 @@ def test_rsa_pss_signature(token, unsigned_pdf, tmp_path):
     TokenSigner(token.signing_config(pin_env=PIN_ENV), rsa_pss=True).sign_pdf(unsigned_pdf, signed, signer_name=SIGNER_NAME)
 
     result = verify_pdf(signed, [token.ca_cert_path])
-    assert result.valid and result.intact and result.trusted
+    _assert_verified(result)
     assert _pyhanko_status(signed, token.ca_cert_path).pkcs7_signature_mechanism == "rsassa_pss"
 
 
@@ -371,7 +390,7 @@ def test_second_signature_gets_new_field(token, unsigned_pdf, tmp_path):
         names = sorted(str(field.T) for field in pdf.Root.AcroForm.Fields)
     assert names == ["SohoaSignature1", "SohoaSignature2"]
     result = verify_pdf(twice, [token.ca_cert_path])
-    assert result.valid and result.intact and result.trusted
+    _assert_verified(result)
     assert "2 signature(s)" in result.summary
 
 

@@ -72,7 +72,10 @@ class TokenSigner:
                 subject=certificate.subject.human_friendly,
                 not_after=certificate.not_valid_after.astimezone(timezone.utc),
             )
-        log.info("Token %s (serial %s) holds key %s for %s until %s", info.label, info.serial, info.key_id, info.subject, info.not_after)
+        log.info(
+            "Token %s (serial %s) ready: key %s, certificate %s valid until %s",
+            info.label, info.serial, info.key_id, info.subject, info.not_after,
+        )  # fmt: skip
         return info
 
     def sign_pdf(

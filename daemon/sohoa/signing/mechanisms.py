@@ -1,7 +1,7 @@
 """The PKCS#11 mechanism for each CMS signature algorithm that sohoa signs with.
 
 pyHanko names the algorithm (``rsassa_pkcs1v15``, ``rsassa_pss``, ``ecdsa``)
-and the digest; this module turns that into the PyKCS11 mechanism plus the
+and the digest. This module turns that pair into the PyKCS11 mechanism and the
 transformations the token needs around it. Supported: RSA PKCS#1 v1.5 and
 RSA-PSS with SHA-256/384/512 hashed on the token, and ECDSA on curve P-256
 (or larger) where the host hashes and the token signs the digest with
@@ -101,6 +101,6 @@ def _pss_operation(signature_mechanism: algos.SignedDigestAlgorithm, digest_algo
 
 
 def _ecdsa_raw_to_der(signature: bytes) -> bytes:
-    # CKM_ECDSA returns r || s (each the curve's byte length); CMS wants the DER
-    # SEQUENCE { r INTEGER, s INTEGER } of RFC 5753 / RFC 3279.
+    # CKM_ECDSA returns r || s, each as long as the curve order. CMS needs the
+    # DER SEQUENCE { r INTEGER, s INTEGER } of RFC 3279 instead.
     return algos.DSASignature.from_p1363(signature).dump()

@@ -15,6 +15,7 @@ from asn1crypto import x509
 from pyhanko.pdf_utils.font.opentype import GlyphAccumulatorFactory
 from pyhanko.pdf_utils.generic import IndirectObject
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pyhanko.pdf_utils.layout import LayoutError
 from pyhanko.pdf_utils.misc import PdfError as PyHankoPdfError
 from pyhanko.pdf_utils.text import TextBoxStyle
 from pyhanko.sign import fields, signers
@@ -63,7 +64,7 @@ class TokenCmsSigner(signers.Signer):
         self._key_handle = key_handle
 
     async def async_sign_raw(self, data: bytes, digest_algorithm: str, dry_run: bool = False) -> bytes:
-        """Sign ``data`` on the token; with ``dry_run``, return a placeholder at least as long as a real signature."""
+        """Sign ``data`` on the token, or with ``dry_run`` return a placeholder no shorter than a real signature."""
         if dry_run:
             return bytes(self._max_signature_size())
         operation = select_operation(self.get_signature_mechanism_for_digest(digest_algorithm), digest_algorithm)
@@ -120,6 +121,10 @@ def sign_document(
         raise PdfError(N_("Cannot read {src} or write {dst}: {detail}"), src=src, dst=dst, detail=exc) from exc
     except PyHankoPdfError as exc:
         raise PdfError(N_("Cannot sign {src}, it is not a readable PDF: {detail}"), src=src, detail=exc) from exc
+    except LayoutError as exc:
+        raise SigningError(
+            N_("Cannot lay out the visible signature of {src}: {detail}"), src=src, detail=exc
+        ) from exc
     except PyHankoSigningError as exc:
         raise SigningError(N_("pyHanko failed to sign {src}: {detail}"), src=src, detail=exc) from exc
 

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import PyKCS11
+from asn1crypto import x509
 
 from sohoa.errors import KeyNotFoundError, PinError, SigningError, TokenNotFoundError
 from sohoa.i18n import N_
@@ -124,8 +125,14 @@ class TokenSession:
                 label=self.label,
                 key_id=key_id.hex(),
             )
-        # Several certificate objects with one CKA_ID are copies of the same certificate on the tokens seen so far.
-        return self._value(handles[0])
+        certificates = {self._value(handle) for handle in handles}
+        if len(certificates) > 1:
+            # A renewed certificate is sometimes stored beside the old one for the same key.
+            log.warning(
+                "Token %s has %d different certificates with CKA_ID %s; using the one that expires last",
+                self.label, len(certificates), key_id.hex(),
+            )  # fmt: skip
+        return max(certificates, key=lambda der: x509.Certificate.load(der).not_valid_after)
 
     def other_certificates(self, key_id: bytes) -> list[bytes]:
         """Return the DER certificates on the token whose CKA_ID is not ``key_id`` (CA and intermediate certificates)."""

@@ -99,6 +99,14 @@ def create_test_pki(
     )
 
 
+def renew_signer_certificate(pki: TestPki, validity_days: int = 2 * SIGNER_VALIDITY_DAYS) -> x509.Certificate:
+    """Issue a new certificate for the signer's existing key and subject, valid for ``validity_days``."""
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    return _issue_signer_certificate(
+        pki.signer_key, pki.signer_cert.subject, pki.ca_cert, pki.ca_key, now, validity_days=validity_days
+    )
+
+
 def _generate_key(key_type: KeyType) -> PrivateKey:
     if key_type == "rsa":
         return rsa.generate_private_key(public_exponent=65537, key_size=RSA_KEY_BITS)
@@ -135,7 +143,13 @@ def _issue_ca_certificate(key: PrivateKey, name: x509.Name, now: dt.datetime) ->
 
 
 def _issue_signer_certificate(
-    key: PrivateKey, name: x509.Name, ca_cert: x509.Certificate, ca_key: PrivateKey, now: dt.datetime
+    key: PrivateKey,
+    name: x509.Name,
+    ca_cert: x509.Certificate,
+    ca_key: PrivateKey,
+    now: dt.datetime,
+    *,
+    validity_days: int = SIGNER_VALIDITY_DAYS,
 ) -> x509.Certificate:
     public_key = key.public_key()
     builder = (
@@ -145,7 +159,7 @@ def _issue_signer_certificate(
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=SIGNER_VALIDITY_DAYS))
+        .not_valid_after(now + dt.timedelta(days=validity_days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(digital_signature=True, content_commitment=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import PyKCS11
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from sohoa.config import SigningConfig
@@ -150,7 +151,7 @@ def create_test_token(
         "--label", key_label,
         "--pin", pin,
     )  # fmt: skip
-    _import_certificate(token, pki)
+    import_certificate(token, pki.signer_cert)
     return token
 
 
@@ -173,27 +174,30 @@ def _run_softhsm_util(token: TestToken, *args: str) -> None:
         raise RuntimeError(f"{SOFTHSM_UTIL} {args[0]} failed ({result.returncode}): {result.stderr.strip()}")
 
 
-def _import_certificate(token: TestToken, pki: TestPki) -> None:
-    """Store the signer certificate on the token with the key's CKA_ID, through PyKCS11."""
-    cert = pki.signer_cert
+def import_certificate(token: TestToken, certificate: x509.Certificate, label: str | None = None) -> None:
+    """Store ``certificate`` on the token with the key's CKA_ID, through PyKCS11.
+
+    ``label`` defaults to ``token.cert_label``. Tests also use this to add a
+    second, renewed certificate for the same key.
+    """
     template = [
         (PyKCS11.CKA_CLASS, PyKCS11.CKO_CERTIFICATE),
         (PyKCS11.CKA_CERTIFICATE_TYPE, PyKCS11.CKC_X_509),
         (PyKCS11.CKA_TOKEN, PyKCS11.CK_TRUE),
         (PyKCS11.CKA_PRIVATE, PyKCS11.CK_FALSE),
-        (PyKCS11.CKA_LABEL, token.cert_label),
+        (PyKCS11.CKA_LABEL, label if label is not None else token.cert_label),
         (PyKCS11.CKA_ID, bytes.fromhex(token.key_id)),
-        (PyKCS11.CKA_SUBJECT, cert.subject.public_bytes()),
-        (PyKCS11.CKA_ISSUER, cert.issuer.public_bytes()),
-        (PyKCS11.CKA_SERIAL_NUMBER, _der_integer(cert.serial_number)),
-        (PyKCS11.CKA_VALUE, cert.public_bytes(serialization.Encoding.DER)),
+        (PyKCS11.CKA_SUBJECT, certificate.subject.public_bytes()),
+        (PyKCS11.CKA_ISSUER, certificate.issuer.public_bytes()),
+        (PyKCS11.CKA_SERIAL_NUMBER, _der_integer(certificate.serial_number)),
+        (PyKCS11.CKA_VALUE, certificate.public_bytes(serialization.Encoding.DER)),
     ]
     with _softhsm_environment(token), _logged_in_session(token) as session:
         session.createObject(template)
 
 
 def _der_integer(value: int) -> bytes:
-    # CKA_SERIAL_NUMBER holds the DER encoding of the INTEGER, tag and length included.
+    # CKA_SERIAL_NUMBER is the DER encoding of the INTEGER, tag and length included.
     body = value.to_bytes(value.bit_length() // 8 + 1, "big")
     return bytes([0x02, len(body)]) + body
 
