@@ -147,6 +147,26 @@ def test_visible_field_top_left_of_page_one(token, unsigned_pdf, tmp_path, engli
     assert verify_pdf(signed, [token.ca_cert_path]).signing_time == signed_at
 
 
+def test_visible_field_follows_cropbox(token, tmp_path):
+    source = tmp_path / "cropped.pdf"
+    pdf = pikepdf.new()
+    pdf.add_blank_page(page_size=(PAGE_WIDTH, PAGE_HEIGHT))
+    pdf.Root.Pages.MediaBox = pikepdf.Array([0, 0, 1000, 1200])  # inherited by the page
+    del pdf.pages[0].obj["/MediaBox"]
+    pdf.pages[0].CropBox = pikepdf.Array([100, 200, 700, 1000])
+    pdf.save(source)
+    signed = tmp_path / "signed.pdf"
+
+    _signer(token).sign_pdf(source, signed, signer_name=SIGNER_NAME)
+
+    with pikepdf.open(signed) as result:
+        x1, y1, x2, y2 = (float(value) for value in result.pages[0].Annots[0].Rect)
+    assert 100 <= x1 < 100 + 40
+    assert x2 <= 400
+    assert 1000 - 40 < y2 <= 1000
+    assert y1 >= 600
+
+
 def test_stamp_text_vietnamese(token, unsigned_pdf, tmp_path, monkeypatch):
     # The fragment has no header, so a UTF-8 header is added before compiling it.
     source = tmp_path / "signing.po"

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 # units per em (Liberation, DejaVu) with wrong glyph widths.
 STAMP_FONT = Path("/usr/share/fonts/truetype/noto/NotoSerif-Regular.ttf")
 STAMP_FONT_SIZE = 8
+STAMP_LEADING = 11  # line distance in points; Vietnamese stacked diacritics need more than the font size
 # Field geometry in PDF points (1/72 inch), measured from the page's top left corner.
 FIELD_WIDTH = 220
 FIELD_HEIGHT = 44
@@ -156,7 +157,7 @@ def _stamp_style() -> TextStampStyle:
     # The whole text is one parameter, so '%' in a translation cannot break the template.
     return TextStampStyle(
         stamp_text="%(text)s",
-        text_box_style=TextBoxStyle(font=font, font_size=STAMP_FONT_SIZE),
+        text_box_style=TextBoxStyle(font=font, font_size=STAMP_FONT_SIZE, leading=STAMP_LEADING),
         border_width=1,
         background=None,
     )
