@@ -1,0 +1,205 @@
+"""The box's front panel through gpiozero: one push button, two LEDs, an optional buzzer."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from importlib.metadata import entry_points
+
+from gpiozero import LED, Button, Buzzer, Device
+from gpiozero.exc import GPIOZeroError
+from gpiozero.pins import Factory
+
+from sohoa.config import GpioConfig
+from sohoa.errors import ConfigError, HardwareError
+from sohoa.i18n import N_
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("idle", "busy", "error", "attention", "off")
+BUSY_BLINK_SECONDS = 0.5
+ATTENTION_BLINK_SECONDS = 0.25
+DONE_BEEP_SECONDS = 0.1
+ERROR_BEEP_SECONDS = 0.4
+ERROR_BEEP_PAUSE_SECONDS = 0.2
+ERROR_BEEP_COUNT = 3
+
+# LED modes (green, red) for each status.
+_LED_PATTERNS = {
+    "idle": ("on", "off"),
+    "busy": ("blink", "off"),
+    "error": ("off", "on"),
+    "attention": ("off", "blink"),
+    "off": ("off", "off"),
+}
+
+
+class Panel:
+    """The box's front panel: one push button, a green and a red LED, optionally a buzzer (BCM pins from GpioConfig).
+
+    Wiring: the button connects ``button_pin`` to ground and the pin uses the
+    internal pull-up, so it reads low while pressed. Each LED is active high:
+    pin, series resistor (about 330 ohm), LED anode, cathode to ground. The
+    buzzer is an active buzzer, active high, on ``buzzer_pin``.
+
+    ``on_press`` runs on gpiozero's event thread (on mock pins, on the thread
+    that drives the pin), so it must only enqueue work for the daemon and
+    return. Presses closer together than ``button_bounce_ms`` count once.
+
+    The gpiozero devices are public as ``button``, ``green_led``, ``red_led``
+    and ``buzzer`` (None without ``buzzer_pin``) for diagnostics and tests.
+    """
+
+    def __init__(self, gpio: GpioConfig, on_press: Callable[[], None], *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._config = gpio
+        self._on_press = on_press
+        self._clock = clock
+        self._bounce_seconds = gpio.button_bounce_ms / 1000
+        self._last_press: float | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+        self._own_factory = _create_pin_factory(gpio.pin_factory)
+        self._devices: list[Device] = []
+        try:
+            self.button = self._add(Button(gpio.button_pin, pull_up=True, bounce_time=self._bounce_seconds or None, pin_factory=self._own_factory))
+            self.green_led = self._add(LED(gpio.green_led_pin, pin_factory=self._own_factory))
+            self.red_led = self._add(LED(gpio.red_led_pin, pin_factory=self._own_factory))
+            self.buzzer: Buzzer | None = None
+            if gpio.buzzer_pin is not None:
+                self.buzzer = self._add(Buzzer(gpio.buzzer_pin, pin_factory=self._own_factory))
+        except (GPIOZeroError, OSError) as exc:
+            self._close_devices()
+            raise HardwareError(
+                N_(
+                    "Cannot set up the front panel on BCM pins {pins} (pin factory {factory}): {detail}. "
+                    "Check the [gpio] section of the configuration and that no other program uses these pins."
+                ),
+                pins=_describe_pins(gpio),
+                factory=gpio.pin_factory or "default",
+                detail=exc,
+            ) from exc
+
+        self.button.when_pressed = self._handle_press
+        log.info("Front panel ready on BCM pins %s", _describe_pins(gpio))
+
+    def show(self, status: str) -> None:
+        """Set the LEDs for ``status``, one of STATUSES.
+
+        idle: green steady. busy: green blinking. error: red steady.
+        attention: red blinking (waiting for the operator, such as a missing
+        token). off: both off. Blinking runs in gpiozero's background thread.
+        """
+        if status not in _LED_PATTERNS:
+            raise ValueError(f"invalid panel status {status!r}, expected one of {', '.join(STATUSES)}")
+        green_mode, red_mode = _LED_PATTERNS[status]
+
+        with self._lock, self._translate_errors():
+            _drive_led(self.green_led, green_mode, BUSY_BLINK_SECONDS)
+            _drive_led(self.red_led, red_mode, ATTENTION_BLINK_SECONDS)
+        log.debug("Front panel shows %s", status)
+
+    def beep_done(self) -> None:
+        """Beep once, briefly, in the background. Does nothing without a buzzer."""
+        self._beep(DONE_BEEP_SECONDS, DONE_BEEP_SECONDS, 1)
+
+    def beep_error(self) -> None:
+        """Beep ERROR_BEEP_COUNT long beeps in the background. Does nothing without a buzzer."""
+        self._beep(ERROR_BEEP_SECONDS, ERROR_BEEP_PAUSE_SECONDS, ERROR_BEEP_COUNT)
+
+    def close(self) -> None:
+        """Switch everything off and release the pins, so devices can be created on them again."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            with self._translate_errors():
+                # A released pin can keep driving its last level, so switch off first.
+                for output in (self.green_led, self.red_led, self.buzzer):
+                    if output is not None:
+                        output.off()
+                self._close_devices()
+        log.info("Front panel closed")
+
+    def _handle_press(self) -> None:
+        now = self._clock()
+        if self._last_press is not None and now - self._last_press < self._bounce_seconds:
+            log.debug("Ignored a button press %.3f s after the previous one (bounce)", now - self._last_press)
+            return
+        self._last_press = now
+
+        log.info("Button pressed")
+        try:
+            self._on_press()
+        except Exception:
+            # An exception would end gpiozero's event thread and with it every later press.
+            log.exception("Button press handler failed")
+
+    def _beep(self, on_seconds: float, off_seconds: float, count: int) -> None:
+        if self.buzzer is None:
+            return
+        with self._lock, self._translate_errors():
+            self.buzzer.beep(on_time=on_seconds, off_time=off_seconds, n=count, background=True)
+
+    def _add(self, device: Device) -> Device:
+        self._devices.append(device)
+        return device
+
+    def _close_devices(self) -> None:
+        for device in reversed(self._devices):
+            device.close()
+        self._devices.clear()
+        if self._own_factory is not None:
+            self._own_factory.close()
+
+    @contextlib.contextmanager
+    def _translate_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (GPIOZeroError, OSError) as exc:
+            raise HardwareError(
+                N_("The front panel on BCM pins {pins} failed: {detail}. Check the wiring and restart the daemon."),
+                pins=_describe_pins(self._config),
+                detail=exc,
+            ) from exc
+
+
+def _drive_led(led: LED, mode: str, blink_seconds: float) -> None:
+    if mode == "on":
+        led.on()
+    elif mode == "blink":
+        led.blink(on_time=blink_seconds, off_time=blink_seconds, background=True)
+    else:
+        led.off()
+
+
+def _create_pin_factory(name: str) -> Factory | None:
+    """Create the gpiozero pin factory registered as ``name``, or return None for gpiozero's default."""
+    if not name:
+        return None
+    factories = entry_points(group="gpiozero_pin_factories")
+    matches = [entry for entry in factories if entry.name == name.lower()]
+    if not matches:
+        raise ConfigError(
+            N_("Unknown GPIO pin factory {factory} in gpio.pin_factory. Use an empty string for the default, or one of: {choices}."),
+            factory=name,
+            choices=", ".join(sorted(entry.name for entry in factories)),
+        )
+    try:
+        return matches[0].load()()
+    except (GPIOZeroError, ImportError, OSError) as exc:
+        raise HardwareError(
+            N_("Cannot load the GPIO pin factory {factory}: {detail}. Install its library or choose another gpio.pin_factory."),
+            factory=name,
+            detail=exc,
+        ) from exc
+
+
+def _describe_pins(gpio: GpioConfig) -> str:
+    pins = f"button {gpio.button_pin}, green LED {gpio.green_led_pin}, red LED {gpio.red_led_pin}"
+    if gpio.buzzer_pin is not None:
+        pins += f", buzzer {gpio.buzzer_pin}"
+    return pins
