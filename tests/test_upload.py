@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
+import re
+import signal
 import socket
+import subprocess
+import sys
 import time
 import urllib.parse
 from pathlib import Path
@@ -15,6 +20,7 @@ import pytest
 import requests
 from fpdf import FPDF
 
+import sohoa
 from sohoa.config import UploadConfig
 from sohoa.errors import ArchiveUnreachableError, ConfigError, UploadConflictError, UploadRejectedError
 from sohoa.receiver import ArchiveReceiver, add_parser, parse_listen, run, validate_metadata
@@ -454,7 +460,7 @@ def test_listen_address_parsing():
         parse_listen("8080")
 
 
-def test_receiver_refuses_remote_listen(tmp_path):
+def test_receiver_rejects_remote_listen(tmp_path):
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())
     args = parser.parse_args(["receiver", "--listen", "0.0.0.0:0", "--store", str(tmp_path / "store")])
@@ -464,6 +470,42 @@ def test_receiver_refuses_remote_listen(tmp_path):
 
     assert "--allow-remote" in str(caught.value)
     assert not (tmp_path / "store").exists()
+
+
+RECEIVER_SCRIPT = """
+import argparse, logging, sys
+from sohoa.receiver import add_parser, run
+logging.basicConfig(level=logging.INFO)
+parser = argparse.ArgumentParser()
+add_parser(parser.add_subparsers())
+sys.exit(run(parser.parse_args(sys.argv[1:])))
+"""
+
+
+def test_receiver_command_serves_until_sigterm(tmp_path):
+    token_file = tmp_path / "receiver-token"
+    token_file.write_text(TOKEN, encoding="utf-8")
+    environment = {**os.environ, "PYTHONPATH": str(Path(sohoa.__file__).parents[1]), "SOHOA_LANG": "en"}
+    command = [sys.executable, "-c", RECEIVER_SCRIPT, "receiver", "--listen", "127.0.0.1:0", "--store", str(tmp_path / "store"), "--token-file", str(token_file)]
+    process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        banner = process.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+", banner).group(0)
+        health = requests.get(f"{url}/api/v1/health", timeout=3)
+        unauthorized = requests.get(f"{url}/api/v1/documents/{DOC_CODE}", timeout=3)
+        process.send_signal(signal.SIGTERM)
+        status = process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+    log_output = process.stderr.read()
+
+    assert health.status_code == 200
+    assert unauthorized.status_code == 401
+    assert status == 0
+    assert f"GET /api/v1/documents/{DOC_CODE} DocCode={DOC_CODE} -> 401" in log_output
+    assert TOKEN not in log_output
 
 
 # Backoff

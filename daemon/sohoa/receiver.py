@@ -61,8 +61,8 @@ SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
 # Document fields of the national minimum metadata set: name -> (kind, maximum
 # length in characters or digits, required). Position and FullName describe
-# the signer of the paper; the standard sets no length for them, so the limit
-# here is this receiver's own.
+# the signer of the paper. The national set defines no length for them, so the
+# limit of 200 is this receiver's own.
 DOCUMENT_FIELDS: dict[str, tuple[str, int, bool]] = {
     "DocCode": ("string", DOC_CODE_MAX_CHARS, True),
     "TypeName": ("string", 100, True),
@@ -80,7 +80,7 @@ DOCUMENT_FIELDS: dict[str, tuple[str, int, bool]] = {
     "Position": ("string", 200, False),
     "FullName": ("string", 200, False),
 }
-# Fields the box always knows; they may never be empty.
+# Fields the box fills from its configuration and clock, so they are never empty.
 BOX_FIELDS: dict[str, tuple[str, int]] = {
     "site": ("string", 100),
     "device": ("string", 100),
@@ -95,7 +95,7 @@ RECEIPT_KEYS = ("DocCode", "sha256", "size", "stored_at", "archive_id")
 
 
 class _RequestError(Exception):
-    """An HTTP error answer, raised inside a request handler and sent as JSON."""
+    """An HTTP error response, raised inside a request handler and sent as JSON."""
 
     def __init__(self, status: int, error: str, message: str, headers: Mapping[str, str] | None = None, **extra: object) -> None:
         super().__init__(message)
@@ -245,7 +245,7 @@ class DocumentStore:
                 self._records[record["DocCode"]] = record
             except (OSError, ValueError, KeyError) as exc:
                 log.error("Skipping unreadable record %s: %s", record_path, exc)
-        log.info("Archive store %s holds %d documents", self.root, len(self._records))
+        log.info("Archive store %s contains %d documents", self.root, len(self._records))
 
     def _folder(self, doc_code: str) -> Path:
         return self.documents_dir / urllib.parse.quote(doc_code, safe="")
@@ -497,7 +497,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return length
 
     def discard_body(self) -> None:
-        """Read and drop an unread request body, so that the client can read our answer."""
+        """Read and drop an unread request body, so that the client can read the response."""
         if self._body_read:
             return
         self._body_read = True
@@ -632,7 +632,7 @@ class ArchiveReceiver:
         return self.store.records()
 
     def fail_next(self, count: int, status: int = 503) -> None:
-        """Test hook: make the next ``count`` imports answer ``status`` without storing anything."""
+        """Test hook: make the next ``count`` imports fail with ``status`` without storing anything."""
         with self._failures_lock:
             self._failures.extend([status] * count)
 
@@ -646,6 +646,7 @@ class ArchiveReceiver:
         if route == "/health" and handler.command == "GET":
             handler.send_json(200, {"status": "ok", "max_bytes": self.max_bytes})
             return
+        handler._doc_code = _doc_code_for_log(route)
         self._authorize(handler)
 
         if route == "/documents/import":
@@ -744,6 +745,14 @@ class ArchiveReceiver:
                 **receipt_of(conflict.record),
             ) from None
         handler.send_json(201 if created else 200, receipt_of(record))
+
+
+def _doc_code_for_log(route: str) -> str:
+    """Return the DocCode named in a document path, unchecked, or "-" for the import path."""
+    segment = route.rpartition("/")[2]
+    if not route.startswith("/documents/") or route == "/documents/import" or not segment:
+        return "-"
+    return urllib.parse.unquote(segment)[:DOC_CODE_MAX_CHARS]
 
 
 def _check_metadata(metadata: object) -> None:

@@ -4,9 +4,9 @@ The contract is written in ``docs/upload-protocol.md``. In short: one
 ``POST /api/v1/documents/import`` per document, ``multipart/form-data`` with a
 ``metadata`` JSON part, a ``sha256`` part and the ``file`` part last, a bearer
 token, and idempotency by DocCode. :meth:`ArchiveClient.upload` makes one
-attempt and sorts every failure into retryable (:class:`ArchiveUnreachableError`)
-or final (:class:`UploadConflictError`, :class:`UploadRejectedError`); the
-caller owns the retry loop and paces it with :class:`Backoff`.
+attempt. It raises :class:`ArchiveUnreachableError` for failures worth a retry
+and :class:`UploadConflictError` or :class:`UploadRejectedError` for final
+ones. The caller owns the retry loop and paces it with :class:`Backoff`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ CHUNK_BYTES = 64 * 1024
 # archive's side, rate limiting, and every server error.
 RETRYABLE_STATUSES = frozenset({408, 429})
 
-# The longest piece of an archive's error body quoted in our messages.
+# Maximum length of the archive's error text quoted in our messages.
 MAX_QUOTED_CHARS = 300
 
 
@@ -180,7 +180,7 @@ class ArchiveClient:
     def probe(self) -> bool:
         """Return True if the archive sends any HTTP response below 500 to a health request.
 
-        A 404 counts as an answer, because an archive without the health
+        A 404 counts as a response, because an archive without the health
         endpoint is still up. A 401 or 403 also counts, with a warning, because
         the token problem shows again on the first upload.
         """
