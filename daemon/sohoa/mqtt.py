@@ -68,8 +68,9 @@ class StatusReporter:
         self._base_topic = f"{mqtt.prefix.rstrip('/')}/{box.site}/{box.device}"
         self._client_id = client_id or f"sohoa-{box.site}-{box.device}"
 
-        # _lock guards the connection flags and the event queue. paho is never
-        # called while it is held, so paho's own locks cannot deadlock with it.
+        # _lock guards the connection flags and the event queue. Never call paho
+        # while holding it: paho runs the callbacks, which take _lock, while
+        # holding its own locks.
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._connected = False
@@ -167,7 +168,7 @@ class StatusReporter:
         While offline, only the latest state is kept and sent on reconnect.
         Raises MqttError if ``state`` cannot be encoded as JSON.
         """
-        payload = _encode_json(state, "state")
+        payload = _encode_json(state, self.state_topic)
         with self._state_lock:
             self._last_state = payload
             if self._state_live:
@@ -186,7 +187,7 @@ class StatusReporter:
         message = {"event": name, "time": _utc_now_iso()}
         message.update(payload)
         message["event"] = name
-        encoded = _encode_json(message, f"event {name}")
+        encoded = _encode_json(message, self.event_topic)
 
         with self._lock:
             if not self._connected:
@@ -276,7 +277,7 @@ class StatusReporter:
         except (OSError, ssl.SSLError) as exc:
             raise MqttError(
                 N_("Cannot load the MQTT CA certificates from {path}: {detail}. Check mqtt.ca_file."),
-                path=ca_file or "the system store",
+                path=ca_file or "(system default)",
                 detail=exc,
             ) from exc
 
@@ -387,11 +388,11 @@ def _log_paho_message(client: paho.Client, userdata: object, level: int, message
     _PAHO_LOG.log(python_level, "%s", message)
 
 
-def _encode_json(value: Mapping[str, object], what: str) -> bytes:
+def _encode_json(value: Mapping[str, object], topic: str) -> bytes:
     try:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     except (TypeError, ValueError) as exc:
-        raise MqttError(N_("Cannot encode the MQTT {what} as JSON: {detail}"), what=what, detail=exc) from exc
+        raise MqttError(N_("Cannot encode the MQTT message for {topic} as JSON: {detail}"), topic=topic, detail=exc) from exc
 
 
 def _truncate(payload: bytes) -> str:

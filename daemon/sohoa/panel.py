@@ -125,6 +125,8 @@ class Panel:
         log.info("Front panel closed")
 
     def _handle_press(self) -> None:
+        # gpiozero 2.0.1's MockPin ignores bounce_time, so presses within the
+        # bounce time are also dropped here, whatever the pin factory.
         now = self._clock()
         if self._last_press is not None and now - self._last_press < self._bounce_seconds:
             log.debug("Ignored a button press %.3f s after the previous one (bounce)", now - self._last_press)

@@ -76,7 +76,7 @@ class Broker:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def count_connect_attempts(self) -> int:
-        """Return how many MQTT CONNECT packets the broker has answered, counted from its log.
+        """Return how many CONNACK packets the broker has sent (one per MQTT connection attempt), counted from its log.
 
         The readiness probe of :func:`start_mosquitto` opens a TCP connection
         without sending CONNECT, so it is not counted.
@@ -94,8 +94,8 @@ def start_mosquitto(folder: Path, port: int = 0, *, password_file: Path | None =
     """Start mosquitto on 127.0.0.1 and return once it accepts connections.
 
     ``port`` 0 picks a free port. The configuration and the log go into
-    ``folder``. Without ``persistence`` a restart forgets retained messages
-    and sessions; with it, the broker saves them in ``folder`` when it stops
+    ``folder``. Without ``persistence`` a restart loses retained messages
+    and sessions. With it, the broker saves them in ``folder`` when it stops
     and loads them when it starts. Anonymous clients are allowed unless
     ``password_file`` is given.
     Raises RuntimeError with the log's tail if the broker exits or does not
