@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -183,6 +184,47 @@ def test_closed_port_is_unreachable_quickly(tmp_path, pdf):
 
     assert time.monotonic() - started < 2.0
     assert archive_client.probe() is False
+
+
+def test_silent_server_times_out(tmp_path, pdf):
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        token_file = tmp_path / "token"
+        token_file.write_text(TOKEN, encoding="utf-8")
+        config = UploadConfig(url=f"http://127.0.0.1:{silent.getsockname()[1]}", token_file=token_file, timeout_seconds=0.3)
+        archive_client = ArchiveClient(config)
+
+        started = time.monotonic()
+        with pytest.raises(ArchiveUnreachableError):
+            archive_client.upload(DOC_CODE, pdf, make_metadata())
+
+    assert time.monotonic() - started < 3.0
+
+
+def test_concurrent_same_upload_stores_once(receiver, pdf, tmp_path):
+    receipts: list = []
+    errors: list = []
+
+    def upload_once() -> None:
+        archive_client = client_for(receiver.url, tmp_path)
+        try:
+            receipts.append(archive_client.upload(DOC_CODE, pdf, make_metadata()))
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            archive_client.close()
+
+    workers = [threading.Thread(target=upload_once) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=10)
+
+    assert errors == []
+    assert len(receipts) == 4
+    assert len({receipt.archive_id for receipt in receipts}) == 1
+    assert len(stored_files(receiver)) == 1
 
 
 def test_injected_failures_then_success(receiver, client, pdf):

@@ -453,6 +453,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
+    def log_error(self, format: str, *args: object) -> None:
+        """Log the requests that http.server rejects itself, such as an unsupported method."""
+        log.warning("%s %s", self.address_string(), format % args)
+
     def do_GET(self) -> None:
         self._dispatch()
 

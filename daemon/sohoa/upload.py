@@ -161,7 +161,8 @@ class ArchiveClient:
     """Uploads signed PDFs to the archive named by ``upload.url``.
 
     TLS certificates are always verified, against ``upload.ca_file`` when it is
-    set and against the system's CA store otherwise.
+    set and against the system's CA store otherwise. The client keeps a pool of
+    connections in one requests session, so use one client per thread.
     """
 
     def __init__(self, config: UploadConfig) -> None:
@@ -260,7 +261,7 @@ class ArchiveClient:
                 doc_code=doc_code,
                 detail=exc,
             ) from exc
-        except (requests.ConnectionError, requests.Timeout) as exc:
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
             raise ArchiveUnreachableError(
                 N_("Cannot reach the archive at {url} to upload {doc_code}: {detail}. The upload will be retried."),
                 url=url,
