@@ -241,10 +241,10 @@ def _set_option(device: sane.SaneDev, device_name: str, name: str, value: object
         setattr(device, key, value)
     except (_sane.error, AttributeError, TypeError) as exc:
         raise ScannerError(
-            N_("Scanner {device} rejected {option} = {value!r}: {detail}. Valid values: {valid}."),
+            N_("Scanner {device} rejected {option} = {value}: {detail}. Valid values: {valid}."),
             device=device_name,
             option=name,
-            value=value,
+            value=repr(value),
             detail=exc,
             valid=device.opt[key].constraint,
         ) from exc
@@ -479,7 +479,7 @@ class Scanner:
             return None
         log.error("Batch on %s reached scanner.max_pages = %d", self.config.device, self.config.max_pages)
         return ScannerError(
-            N_("The batch reached the limit of {limit} pages and was stopped; the sheets after page {limit} were not scanned. Scan them as a new batch, or raise scanner.max_pages."),
+            N_("The batch reached the limit of {limit} pages and was stopped. The sheets after page {limit} were not scanned: scan them as a new batch, or raise scanner.max_pages."),
             limit=self.config.max_pages,
         )
 
