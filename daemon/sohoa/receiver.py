@@ -61,7 +61,7 @@ SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
 # Document fields of the national minimum metadata set: name -> (kind, maximum
 # length in characters or digits, required). Position and FullName describe
-# the signer of the paper. The national set defines no length for them, so the
+# the person who signed the paper document. The national set defines no length for them, so the
 # limit of 200 is this receiver's own.
 DOCUMENT_FIELDS: dict[str, tuple[str, int, bool]] = {
     "DocCode": ("string", DOC_CODE_MAX_CHARS, True),
@@ -714,7 +714,7 @@ class ArchiveReceiver:
         if isinstance(metadata, dict):
             metadata.setdefault("DocCode", doc_code)
             if metadata["DocCode"] != doc_code:
-                raise _RequestError(400, "metadata_invalid", f"The body names DocCode {metadata['DocCode']!r}, not {doc_code!r}.")
+                raise _RequestError(400, "metadata_invalid", f"The body contains DocCode {metadata['DocCode']!r}, not {doc_code!r}.")
         _check_metadata(metadata)
         record = self.store.update(doc_code, metadata)
         if record is None:
@@ -864,17 +864,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``receiver`` subcommand."""
     parser = subparsers.add_parser(
         "receiver",
-        help=_("Run a small reference archive for pilots and tests"),
+        help=_("run a small reference archive for pilots and tests"),
         description=_("Run a small reference archive that implements the upload protocol, storing documents in a folder."),
     )
-    parser.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT", help=_("Address and port to listen on (default 127.0.0.1:8080)"))
-    parser.add_argument("--store", required=True, type=Path, metavar="DIR", help=_("Folder that stores the documents and their records"))
-    parser.add_argument("--token-file", type=Path, metavar="FILE", help=_("File containing the bearer token that clients must send"))
+    parser.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT", help=_("address and port to listen on (default 127.0.0.1:8080)"))
+    parser.add_argument("--store", required=True, type=Path, metavar="DIR", help=_("folder that stores the documents and their records"))
+    parser.add_argument("--token-file", type=Path, metavar="FILE", help=_("file containing the bearer token that clients must send"))
     parser.add_argument(
-        "--max-mb", type=int, default=DEFAULT_MAX_BYTES // (1024 * 1024), metavar="MB", help=_("Largest import body accepted, in MiB (default 200)")
+        "--max-mb", type=int, default=DEFAULT_MAX_BYTES // (1024 * 1024), metavar="MB", help=_("maximum size of an import body, in MiB (default 200)")
     )
-    parser.add_argument("--allow-remote", action="store_true", help=_("Allow listening on an address other than loopback"))
-    parser.set_defaults(command_run=run)
+    parser.add_argument("--allow-remote", action="store_true", help=_("allow listening on an address other than loopback"))
+    parser.set_defaults(func=run)
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -902,6 +902,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             N_("The receiver is a pilot tool and listens only on loopback; add --allow-remote to listen on {host}."), host=host
         )
+    if args.max_mb < 1:
+        raise ConfigError(N_("Invalid --max-mb {value}; give a size of at least 1 MiB."), value=args.max_mb)
     token = read_secret(args.token_file, None, "archive token")
     receiver = ArchiveReceiver(args.store, host=host, port=port, token=token, max_bytes=args.max_mb * 1024 * 1024)
 
