@@ -61,8 +61,8 @@ SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
 # Document fields of the national minimum metadata set: name -> (kind, maximum
 # length in characters or digits, required). Position and FullName describe
-# the person who signed the paper document. The national set defines no length for them, so the
-# limit of 200 is this receiver's own.
+# the person who signed the paper document. The national set defines no length
+# for them, so the limit of 200 is this receiver's own.
 DOCUMENT_FIELDS: dict[str, tuple[str, int, bool]] = {
     "DocCode": ("string", DOC_CODE_MAX_CHARS, True),
     "TypeName": ("string", 100, True),
