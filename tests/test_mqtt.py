@@ -17,9 +17,16 @@ import pytest
 
 from sohoa import mqtt
 from sohoa.config import BoxConfig, MqttConfig
-from sohoa.errors import MqttError
+from sohoa.errors import ConfigError, MqttError
 from sohoa.mqtt import StatusReporter
-from sohoa.testbed.mosquitto import Broker, MessageRecorder, free_port, start_mosquitto, write_password_file
+from sohoa.testbed.mosquitto import (
+    Broker,
+    MessageRecorder,
+    create_broker_certificates,
+    free_port,
+    start_mosquitto,
+    write_password_file,
+)
 
 DAEMON_DIR = Path(__file__).resolve().parents[1] / "daemon"
 TIMEOUT = 15.0
@@ -359,3 +366,40 @@ def test_offline_states_keep_only_latest(tmp_path: Path, make_reporter: Callable
 
     state_publishes = [line for line in late_broker.log_text().splitlines() if "Received PUBLISH" in line and "/state'" in line]
     assert len(state_publishes) == 1
+
+
+def test_tls_connects_with_broker_ca(tmp_path: Path, make_reporter: Callable[..., StatusReporter]) -> None:
+    with start_mosquitto(tmp_path / "broker", tls=True) as tls_broker:
+        reporter = make_reporter(tls_broker.port, tls=True, ca_file=tls_broker.ca_file)
+        reporter.start()
+
+        assert reporter.wait_connected(TIMEOUT)
+        reporter.stop()
+
+
+def test_tls_untrusted_ca_not_connected(
+    tmp_path: Path, make_reporter: Callable[..., StatusReporter], log_watcher: LogWatcher
+) -> None:
+    other_ca = create_broker_certificates(tmp_path / "other-ca").ca_file
+    with start_mosquitto(tmp_path / "broker", tls=True) as tls_broker:
+        reporter = make_reporter(tls_broker.port, tls=True, ca_file=other_ca)
+        reporter.start()
+
+        log_watcher.wait_for(lambda record: record.getMessage().startswith("Cannot connect to MQTT broker"), TIMEOUT)
+        assert not reporter.connected
+        reporter.stop()
+
+
+def test_tls_missing_ca_file_raises(tmp_path: Path, make_reporter: Callable[..., StatusReporter]) -> None:
+    missing = tmp_path / "missing-ca.pem"
+
+    with pytest.raises(MqttError, match="missing-ca.pem"):
+        make_reporter(8883, tls=True, ca_file=missing)
+
+
+def test_password_without_username_raises(tmp_path: Path, make_reporter: Callable[..., StatusReporter]) -> None:
+    password_file = tmp_path / "mqtt-password"
+    password_file.write_text("secret\n", encoding="utf-8")
+
+    with pytest.raises(ConfigError, match="mqtt.username"):
+        make_reporter(1883, password_file=password_file)

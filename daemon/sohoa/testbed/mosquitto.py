@@ -6,6 +6,8 @@ Requires the Debian packages ``mosquitto`` (for ``/usr/sbin/mosquitto``) and
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
 import os
 import pwd
 import socket
@@ -19,7 +21,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 import paho.mqtt.client as paho
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion
+
+from sohoa.fsutil import write_atomic
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"
@@ -27,6 +35,7 @@ LOOPBACK = "127.0.0.1"
 READY_TIMEOUT_SECONDS = 10.0
 STOP_TIMEOUT_SECONDS = 5.0
 SUBSCRIBE_TIMEOUT_SECONDS = 10.0
+CERTIFICATE_VALIDITY_DAYS = 30
 
 
 def free_port() -> int:
@@ -54,6 +63,7 @@ class Broker:
     process: subprocess.Popen
     log_path: Path
     config_path: Path = field(repr=False)
+    ca_file: Path | None = None  # the CA that signed the broker's certificate, when it listens with TLS
 
     def stop(self) -> None:
         """Terminate the broker by its PID and wait for it; kill it if it does not exit in time."""
@@ -90,14 +100,17 @@ class Broker:
         self.stop()
 
 
-def start_mosquitto(folder: Path, port: int = 0, *, password_file: Path | None = None, persistence: bool = False) -> Broker:
+def start_mosquitto(
+    folder: Path, port: int = 0, *, password_file: Path | None = None, persistence: bool = False, tls: bool = False
+) -> Broker:
     """Start mosquitto on 127.0.0.1 and return once it accepts connections.
 
     ``port`` 0 picks a free port. The configuration and the log go into
     ``folder``. Without ``persistence`` a restart loses retained messages
     and sessions. With it, the broker saves them in ``folder`` when it stops
     and loads them when it starts. Anonymous clients are allowed unless
-    ``password_file`` is given.
+    ``password_file`` is given. With ``tls`` the listener speaks TLS only,
+    with a certificate for 127.0.0.1 from a throw-away CA (``Broker.ca_file``).
     Raises RuntimeError with the log's tail if the broker exits or does not
     listen within READY_TIMEOUT_SECONDS.
     """
@@ -107,13 +120,70 @@ def start_mosquitto(folder: Path, port: int = 0, *, password_file: Path | None =
     config_path = folder / "mosquitto.conf"
     log_path = folder / "mosquitto.log"
     persistence_dir = folder if persistence else None
-    config_path.write_text(_render_config(port, log_path, password_file, persistence_dir), encoding="utf-8")
+    certificates = create_broker_certificates(folder / "tls") if tls else None
+    config_path.write_text(_render_config(port, log_path, password_file, persistence_dir, certificates), encoding="utf-8")
 
     process = _launch(config_path, LOOPBACK, port, log_path)
-    return Broker(LOOPBACK, port, process, log_path, config_path)
+    return Broker(LOOPBACK, port, process, log_path, config_path, certificates.ca_file if certificates else None)
 
 
-def _render_config(port: int, log_path: Path, password_file: Path | None, persistence_dir: Path | None) -> str:
+@dataclass(frozen=True)
+class BrokerCertificates:
+    """PEM files of a throw-away CA and of a broker certificate it signed for 127.0.0.1."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+def create_broker_certificates(folder: Path) -> BrokerCertificates:
+    """Create a test CA and a server certificate for 127.0.0.1 in ``folder``; for tests only."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.timezone.utc)
+    valid_until = now + dt.timedelta(days=CERTIFICATE_VALIDITY_DAYS)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sohoa test MQTT CA (not trusted)")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(valid_until)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server_cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, LOOPBACK)]))
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(valid_until)
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(LOOPBACK))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    certificates = BrokerCertificates(folder / "ca.pem", folder / "broker.pem", folder / "broker.key")
+    write_atomic(certificates.ca_file, ca_cert.public_bytes(serialization.Encoding.PEM))
+    write_atomic(certificates.cert_file, server_cert.public_bytes(serialization.Encoding.PEM))
+    key_pem = server_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    write_atomic(certificates.key_file, key_pem)
+    return certificates
+
+
+def _render_config(
+    port: int, log_path: Path, password_file: Path | None, persistence_dir: Path | None, certificates: BrokerCertificates | None
+) -> str:
     lines = [
         # mosquitto started as root switches to the user "mosquitto", which
         # could not write the log into a test folder; keep the current user.
@@ -124,6 +194,12 @@ def _render_config(port: int, log_path: Path, password_file: Path | None, persis
         "connection_messages true",
         "log_timestamp true",
     ]
+    if certificates is not None:
+        lines += [
+            f"cafile {certificates.ca_file.resolve()}",
+            f"certfile {certificates.cert_file.resolve()}",
+            f"keyfile {certificates.key_file.resolve()}",
+        ]
     if persistence_dir is None:
         lines.append("persistence false")
     else:
