@@ -206,8 +206,7 @@ def test_concurrent_same_upload_stores_once(receiver, pdf, tmp_path):
     receipts: list = []
     errors: list = []
 
-    def upload_once() -> None:
-        archive_client = client_for(receiver.url, tmp_path)
+    def upload_once(archive_client: ArchiveClient) -> None:
         try:
             receipts.append(archive_client.upload(DOC_CODE, pdf, make_metadata()))
         except Exception as exc:
@@ -215,7 +214,8 @@ def test_concurrent_same_upload_stores_once(receiver, pdf, tmp_path):
         finally:
             archive_client.close()
 
-    workers = [threading.Thread(target=upload_once) for _ in range(4)]
+    clients = [client_for(receiver.url, tmp_path) for _ in range(4)]
+    workers = [threading.Thread(target=upload_once, args=(archive_client,)) for archive_client in clients]
     for worker in workers:
         worker.start()
     for worker in workers:
