@@ -124,7 +124,7 @@ class StatusReporter:
         Waits at most STOP_PUBLISH_TIMEOUT_SECONDS for the broker to
         acknowledge ``offline``. If the connection is lost meanwhile, the broker
         publishes the same retained ``offline`` as the will when the keepalive
-        expires.
+        expires. A stopped reporter cannot be started again.
         """
         with self._lock:
             if not self._started or self._stopping:
@@ -317,7 +317,7 @@ class StatusReporter:
             dropped = self._dropped_events
             self._dropped_events = 0
         if dropped:
-            log.warning("Dropped the %d oldest MQTT events while offline (queue limit %d)", dropped, MAX_QUEUED_EVENTS)
+            log.warning("Dropped the %d oldest MQTT events while offline (queue limit %d)", dropped, self._queued_events.maxlen)
 
         sent = 0
         while True:
@@ -334,10 +334,10 @@ class StatusReporter:
 
     def _queue_event(self, name: str, payload: bytes) -> None:
         """Queue an event while offline. The caller holds _lock."""
-        if len(self._queued_events) == MAX_QUEUED_EVENTS:
+        if len(self._queued_events) == self._queued_events.maxlen:
             self._dropped_events += 1
             if self._dropped_events == 1:
-                log.warning("MQTT event queue full (%d events), dropping the oldest until the broker is back", MAX_QUEUED_EVENTS)
+                log.warning("MQTT event queue full (%d events), dropping the oldest until the broker is back", self._queued_events.maxlen)
         self._queued_events.append(payload)
         log.debug("Queued MQTT event %s while offline (%d queued)", name, len(self._queued_events))
 

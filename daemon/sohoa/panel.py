@@ -47,7 +47,8 @@ class Panel:
 
     ``on_press`` runs on gpiozero's event thread (on mock pins, on the thread
     that drives the pin), so it must only enqueue work for the daemon and
-    return. Presses closer together than ``button_bounce_ms`` count once.
+    return. Presses closer together than ``button_bounce_ms`` count once, as
+    measured by ``clock`` (monotonic seconds, replaceable in tests).
 
     The gpiozero devices are public as ``button``, ``green_led``, ``red_led``
     and ``buzzer`` (None without ``buzzer_pin``) for diagnostics and tests.
