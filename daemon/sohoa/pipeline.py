@@ -235,7 +235,8 @@ class Pipeline:
             pages_sha256=self.pages_sha256(job),
         )
         out = self.job_dir(job.id) / self.document_filename(job, ".unsigned.pdf")
-        build_pdf(pages, out, mark=mark, metadata=self.document_metadata(job), title=self._title(job))
+        metadata = {name: str(value) for name, value in self.document_metadata(job).items() if not isinstance(value, dict)}
+        build_pdf(pages, out, mark=mark, metadata=metadata, title=self._title(job))
         return self.journal.set_state(job.id, "built", pdf_path=str(out), error_code=None, error_message=None)
 
     def _title(self, job: Job) -> str:
@@ -243,58 +244,39 @@ class Pipeline:
         type_name = job.fields.get("TypeName", {}).get("value")
         return " - ".join(part for part in (type_name, subject) if part) or job.doc_code
 
-    def document_metadata(self, job: Job) -> dict[str, str]:
+    def document_metadata(self, job: Job) -> dict[str, object]:
         """Return the document's metadata, named as the national standard names them.
 
-        Only fields the recognizer is sure of are filled in; the others are left
-        empty and listed in ``UnsureFields`` so that a person completes them.
+        A field the recognizer is not sure of is left empty and marked
+        ``unsure`` in ``FieldConfidence`` so that a person completes it; no
+        value is ever guessed.
         """
-        metadata: dict[str, str] = {"DocCode": job.doc_code or "", "Language": "vi", "PageAmount": str(job.page_count)}
-        unsure = []
+        metadata: dict[str, object] = {"DocCode": job.doc_code or "", "Language": "vi", "PageAmount": job.page_count}
+        confidence: dict[str, str] = {}
         for name in ("TypeName", "CodeNumber", "CodeNotation", "IssuedDate", "OrganName", "Subject", "Position", "FullName"):
             field = job.fields.get(name) or {}
             if field.get("value") and field.get("sure"):
                 metadata[name] = field["value"]
+                confidence[name] = "extracted"
             else:
                 metadata[name] = ""
-                unsure.append(name)
-        metadata["UnsureFields"] = ",".join(unsure)
-        metadata["Format"] = "Bản giấy chuyển đổi"
+                confidence[name] = "unsure"
+        metadata["FieldConfidence"] = confidence
+        metadata["Format"] = "Bản chuyển đổi từ bản giấy"
         return metadata
 
-    # sign
-
-    def sign(self, job: Job) -> Job:
-        from sohoa.signing import verify_pdf
-
-        if not job.pdf_path:
-            raise ValueError(f"job {job.id} has no built PDF")
-        signed = self.job_dir(job.id) / self.document_filename(job)
-        self.signer.sign_pdf(Path(job.pdf_path), signed, signer_name=self.config.box.operator, location=self.config.box.unit)
-        result = verify_pdf(signed, self.config.signing.trust_roots)
-        if not (result.valid and result.intact and (result.trusted or not self.config.signing.trust_roots)):
-            signed.unlink(missing_ok=True)
-            raise SignatureInvalidError(
-                N_("The signature made on {doc_code} did not verify: {summary}"), doc_code=job.doc_code, summary=result.summary
-            )
-        log.info("Job %s: signed and verified (%s)", job.id, result.summary)
-        return self.journal.set_state(
-            job.id, "signed", signed_path=str(signed), sha256=sha256_file(signed), error_code=None, error_message=None
-        )
-
-    # upload
-
     def upload_metadata(self, job: Job) -> dict[str, object]:
-        metadata: dict[str, object] = dict(self.document_metadata(job))
+        """Return the metadata of the upload contract: the document's fields plus the box's."""
+        metadata = self.document_metadata(job)
         metadata.update(
             {
                 "site": self.config.box.site,
                 "device": self.config.box.device,
                 "operator": self.config.box.operator,
-                "unit": self.config.box.unit,
                 "scanned_at": job.created_at,
-                "job_id": job.id,
-                "FieldConfidence": {name: value.get("confidence", 0.0) for name, value in job.fields.items()},
+                "x_unit": self.config.box.unit,
+                "x_job_id": job.id,
+                "x_field_scores": {name: value.get("confidence", 0.0) for name, value in job.fields.items()},
             }
         )
         return metadata
