@@ -1,0 +1,156 @@
+"""Line recognition: crops to AsterNet input, CTC greedy decoding.
+
+AsterNet takes a batch of RGB line images (here grey, repeated into three channels) 32 px high, ``[batch, 3, 32,
+width]``, and returns log-probabilities ``[time, batch, classes]`` with one
+time step per 4 input columns; class 0 is the CTC blank. Pixels are scaled
+to [0, 1] without mean subtraction, as in asterocr's training data loader. onnxruntime 1.32
+fails on inputs wider than 1024 px, so longer lines are cut at word gaps into
+chunks of at most :data:`MAX_CHUNK_WIDTH` and recognized separately.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+LINE_HEIGHT = 32
+WIDTH_STEP = 4
+MAX_CHUNK_WIDTH = 960
+# A cut is searched for in the last part of a chunk: from this share of
+# MAX_CHUNK_WIDTH up to MAX_CHUNK_WIDTH.
+CUT_SEARCH_START = 0.6
+# A run of blank columns this wide (in 32 px high pixels) is a word space.
+SPACE_MIN_WIDTH = 5
+MAX_BATCH_SIZE = 16
+MAX_BATCH_PIXELS = 16 * 512
+# Lines in one batch differ in width by at most this ratio, to limit padding.
+BATCH_WIDTH_RATIO = 1.3
+# Pixel value (0..255) used to pad crops; page background is white.
+PAD_VALUE = 255
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Part of a line: grey pixels scaled to the recognizer's height."""
+
+    line: int
+    image: np.ndarray
+    space_before: bool
+
+
+@dataclass(frozen=True)
+class Recognized:
+    text: str
+    confidence: float
+
+
+def crop_line(page: np.ndarray, quad: np.ndarray) -> np.ndarray:
+    """Cut the rotated rectangle ``quad`` (page pixels) out of the grey page, upright."""
+    width = max(1, int(round(np.linalg.norm(quad[1] - quad[0]))))
+    height = max(1, int(round(np.linalg.norm(quad[3] - quad[0]))))
+    target = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float32)
+    transform = cv2.getPerspectiveTransform(quad.astype(np.float32), target)
+    return cv2.warpPerspective(
+        page, transform, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE
+    )
+
+
+def scale_to_line_height(crop: np.ndarray) -> np.ndarray:
+    height, width = crop.shape
+    target_width = max(WIDTH_STEP, int(round(width * LINE_HEIGHT / height)))
+    interpolation = cv2.INTER_AREA if height > LINE_HEIGHT else cv2.INTER_CUBIC
+    return cv2.resize(crop, (target_width, LINE_HEIGHT), interpolation=interpolation)
+
+
+def split_into_chunks(line: int, scaled: np.ndarray) -> list[Chunk]:
+    """Cut a scaled line into chunks no wider than MAX_CHUNK_WIDTH, at the widest blank run."""
+    ink = _ink_profile(scaled)
+    chunks = []
+    start = 0
+    space_before = False
+    width = scaled.shape[1]
+    while width - start > MAX_CHUNK_WIDTH:
+        cut, is_space = _choose_cut(ink, start)
+        chunks.append(Chunk(line=line, image=scaled[:, start:cut], space_before=space_before))
+        start, space_before = cut, is_space
+    chunks.append(Chunk(line=line, image=scaled[:, start:], space_before=space_before))
+    return chunks
+
+
+def _ink_profile(scaled: np.ndarray) -> np.ndarray:
+    """Return True for columns that contain dark pixels relative to the line's background."""
+    gray = scaled.astype(np.float32)
+    background = float(np.percentile(gray, 90))
+    darkest = float(gray.min())
+    threshold = background - max(24.0, 0.35 * (background - darkest))
+    return (gray < threshold).any(axis=0)
+
+
+def _choose_cut(ink: np.ndarray, start: int) -> tuple[int, bool]:
+    """Return the cut column in the middle of the widest blank run, and whether it is a space."""
+    low = start + int(CUT_SEARCH_START * MAX_CHUNK_WIDTH)
+    high = start + MAX_CHUNK_WIDTH
+    window = ink[low:high]
+    best_start, best_length, run_start = low, 0, None
+    for offset, inked in enumerate(np.append(window, True)):
+        if not inked and run_start is None:
+            run_start = offset
+        elif inked and run_start is not None:
+            if offset - run_start > best_length:
+                best_start, best_length = low + run_start, offset - run_start
+            run_start = None
+    if best_length == 0:
+        # NOTE: no blank column in the window, so the cut may split a letter.
+        return high, False
+    return best_start + best_length // 2, best_length >= SPACE_MIN_WIDTH
+
+
+def plan_batches(chunks: list[Chunk]) -> list[list[int]]:
+    """Group chunk indices into batches of similar width, widest first."""
+    order = sorted(range(len(chunks)), key=lambda i: chunks[i].image.shape[1], reverse=True)
+    batches: list[list[int]] = []
+    for index in order:
+        width = chunks[index].image.shape[1]
+        if batches:
+            batch = batches[-1]
+            batch_width = chunks[batch[0]].image.shape[1]
+            fits = len(batch) < MAX_BATCH_SIZE and batch_width * (len(batch) + 1) <= max(MAX_BATCH_PIXELS, batch_width)
+            if fits and batch_width <= width * BATCH_WIDTH_RATIO:
+                batch.append(index)
+                continue
+        batches.append([index])
+    return batches
+
+
+def prepare_batch(images: list[np.ndarray]) -> np.ndarray:
+    """Pad grey line images (32 px high) to one width, repeat them into RGB and scale to [0, 1].
+
+    AsterNet was trained on RGB pixels scaled to [0, 1] with no mean subtraction.
+    """
+    width = max(image.shape[1] for image in images)
+    width = -(-(width + 2 * WIDTH_STEP) // WIDTH_STEP) * WIDTH_STEP
+    batch = np.full((len(images), 1, LINE_HEIGHT, width), PAD_VALUE, dtype=np.uint8)
+    for row, image in enumerate(images):
+        batch[row, 0, :, WIDTH_STEP : WIDTH_STEP + image.shape[1]] = image
+    tensor = batch.astype(np.float32)
+    tensor *= 1.0 / 255.0
+    return np.ascontiguousarray(np.broadcast_to(tensor, (len(images), 3, LINE_HEIGHT, width)))
+
+
+def decode_greedy(log_probs: np.ndarray, charset: tuple[str, ...]) -> list[Recognized]:
+    """Decode ``[time, batch, classes]`` log-probabilities by best path, collapsing repeats and blanks."""
+    best = log_probs.argmax(axis=2)
+    best_log_prob = log_probs.max(axis=2)
+    results = []
+    for column in range(best.shape[1]):
+        path = best[:, column]
+        keep = path != 0
+        keep[1:] &= path[1:] != path[:-1]
+        classes = path[keep]
+        text = "".join(charset[c] for c in classes if c < len(charset))
+        confidence = float(np.exp(best_log_prob[keep, column]).mean()) if classes.size else 0.0
+        results.append(Recognized(text=unicodedata.normalize("NFC", text), confidence=confidence))
+    return results

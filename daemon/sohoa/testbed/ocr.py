@@ -1,0 +1,229 @@
+"""Rendered Vietnamese administrative pages with known text, for OCR tests and calibration.
+
+Pages are drawn with Pillow in a TrueType font that covers Vietnamese
+(U+1EA0-U+1EF9): Liberation Serif 2.x or Noto Serif. Debian's older
+``fonts-liberation`` 1.07 lacks those letters, so fonts are checked before use.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+FONT_DIRS = (Path("/usr/share/fonts/truetype/liberation2"), Path("/usr/share/fonts/truetype/noto"))
+SERIF_FONTS = {
+    "liberation": ("LiberationSerif-Regular.ttf", "LiberationSerif-Bold.ttf"),
+    "noto": ("NotoSerif-Regular.ttf", "NotoSerif-Bold.ttf"),
+}
+A4_INCHES = (8.27, 11.69)
+COVERAGE_PROBE = "ẠặẾệỌợỰỹĐđ"
+
+HEADER_LEFT = ("UBND TỈNH BÌNH ĐỊNH", "SỞ GIÁO DỤC VÀ ĐÀO TẠO")
+HEADER_RIGHT = ("CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM", "Độc lập - Tự do - Hạnh phúc")
+TITLE = ("QUYẾT ĐỊNH", "Về việc công nhận tốt nghiệp trung học phổ thông")
+
+DECISION_BODY = (
+    "GIÁM ĐỐC SỞ GIÁO DỤC VÀ ĐÀO TẠO",
+    "Căn cứ Luật Giáo dục ngày 14 tháng 6 năm 2019;",
+    "Căn cứ Thông tư số 15/2020/TT-BGDĐT ngày 26 tháng 5 năm 2020 của Bộ trưởng",
+    "Bộ Giáo dục và Đào tạo ban hành Quy chế thi tốt nghiệp trung học phổ thông;",
+    "Xét đề nghị của Trưởng phòng Khảo thí và Quản lý chất lượng giáo dục.",
+    "QUYẾT ĐỊNH:",
+    "Điều 1. Công nhận tốt nghiệp trung học phổ thông năm 2024 cho 1.245 học sinh",
+    "có tên trong danh sách kèm theo Quyết định này.",
+    "Điều 2. Quyết định này có hiệu lực kể từ ngày ký. Chánh Văn phòng Sở,",
+    "Trưởng phòng Khảo thí, Hiệu trưởng các trường trung học phổ thông và các",
+    "học sinh có tên tại Điều 1 chịu trách nhiệm thi hành Quyết định này.",
+)
+
+# Further sentences of the same register, used to vary calibration pages.
+EXTRA_BODY = (
+    "Căn cứ Nghị định số 30/2020/NĐ-CP ngày 05 tháng 3 năm 2020 của Chính phủ về công tác văn thư;",
+    "Theo đề nghị của Chủ tịch Hội đồng xét duyệt hồ sơ học sinh lưu ban, bỏ học.",
+    "Các đơn vị trực thuộc báo cáo kết quả thực hiện trước ngày 30 tháng 9 năm 2024.",
+    "Kinh phí thực hiện được bố trí từ nguồn ngân sách sự nghiệp giáo dục năm học 2024 - 2025.",
+    "Phòng Giáo dục và Đào tạo các huyện, thị xã, thành phố tổ chức kiểm tra, giám sát.",
+    "Học sinh được cấp bằng tốt nghiệp phải có điểm trung bình các môn thi đạt từ 5,0 trở lên.",
+    "Hồ sơ gồm: đơn đề nghị, bản sao giấy khai sinh, học bạ và giấy chứng nhận tạm thời.",
+    "Trong quá trình thực hiện, nếu có vướng mắc, đề nghị phản ánh kịp thời về Sở để xử lý.",
+    "Nơi nhận: Như Điều 2; Bộ GDĐT (để báo cáo); UBND tỉnh (để báo cáo); Lưu: VT, KTQLCLGD.",
+    "Thời gian nộp hồ sơ: từ 7 giờ 30 phút đến 16 giờ 30 phút các ngày làm việc trong tuần.",
+    "Ủy ban nhân dân xã Phước Thuận, huyện Tuy Phước; Trường Trung học cơ sở Nguyễn Huệ.",
+    "Số điện thoại liên hệ: 0256 3822 456; thư điện tử: sogd@binhdinh.gov.vn.",
+)
+
+SIGNATURE_LEFT = ("Nơi nhận:", "- Như Điều 2;", "- Lưu: VT, KTQLCLGD.")
+SIGNATURE_RIGHT = ("KT. GIÁM ĐỐC", "PHÓ GIÁM ĐỐC", "Nguyễn Văn Hùng")
+
+
+@dataclass(frozen=True)
+class RenderedLine:
+    """A line drawn on a page: its text and its ink box (x0, y0, x1, y1) in page pixels."""
+
+    text: str
+    box: tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class RenderedPage:
+    image: Image.Image
+    lines: tuple[RenderedLine, ...]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(line.text for line in self.lines)
+
+
+def find_font(family: str = "liberation", bold: bool = False) -> Path:
+    """Return the path of a serif font with Vietnamese letters, or raise FileNotFoundError."""
+    name = SERIF_FONTS[family][1 if bold else 0]
+    for directory in FONT_DIRS:
+        path = directory / name
+        if path.is_file() and covers_vietnamese(path):
+            return path
+    raise FileNotFoundError(f"{name} with Vietnamese letters not found in {', '.join(map(str, FONT_DIRS))}")
+
+
+def covers_vietnamese(path: Path) -> bool:
+    """Return True if the font draws every probe letter as a distinct glyph, not as a missing-glyph box."""
+    font = ImageFont.truetype(str(path), 40)
+
+    def glyph(letter: str) -> bytes:
+        canvas = Image.new("L", (60, 60), 0)
+        ImageDraw.Draw(canvas).text((5, 5), letter, font=font, fill=255)
+        return canvas.tobytes()
+
+    missing = glyph("\uffff")
+    return all(glyph(letter) != missing for letter in COVERAGE_PROBE)
+
+
+def render_decision_page(
+    dpi: int = 300, family: str = "liberation", body: tuple[str, ...] = DECISION_BODY, size_pt: float = 13.0
+) -> RenderedPage:
+    """Draw a one-page decision: two-column header, title, body and signature block."""
+    width, height = (int(round(side * dpi)) for side in A4_INCHES)
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    regular = ImageFont.truetype(str(find_font(family)), int(round(size_pt * dpi / 72)))
+    bold = ImageFont.truetype(str(find_font(family, bold=True)), int(round(size_pt * dpi / 72)))
+    line_step = int(round(size_pt * 1.5 * dpi / 72))
+    margin_left, margin_right = int(1.2 * dpi), int(0.8 * dpi)
+    left_center, right_center = margin_left + int(1.3 * dpi), width - margin_right - int(1.75 * dpi)
+    # Header and signature block are set one point smaller than the body.
+    header_size = int(round((size_pt - 1) * dpi / 72))
+    header_regular = ImageFont.truetype(str(find_font(family)), header_size)
+    header_bold = ImageFont.truetype(str(find_font(family, bold=True)), header_size)
+    lines: list[RenderedLine] = []
+
+    def put(text: str, x: float, y: float, font: ImageFont.FreeTypeFont, anchor: str = "la") -> None:
+        draw.text((x, y), text, font=font, fill="black", anchor=anchor)
+        x0, y0, x1, y1 = draw.textbbox((x, y), text, font=font, anchor=anchor)
+        lines.append(RenderedLine(text=text, box=(int(x0), int(y0), int(x1), int(y1))))
+
+    top = int(0.8 * dpi)
+    for row, text in enumerate(HEADER_LEFT):
+        put(text, left_center, top + row * line_step, header_bold if row else header_regular, anchor="ma")
+    for row, text in enumerate(HEADER_RIGHT):
+        put(text, right_center, top + row * line_step, header_bold, anchor="ma")
+
+    y = top + 4 * line_step
+    for text in TITLE:
+        put(text, width / 2, y, bold, anchor="ma")
+        y += line_step
+    y += line_step
+    for paragraph in body:
+        for text in wrap_text(draw, paragraph, regular, width - margin_left - margin_right):
+            put(text, margin_left, y, regular)
+            y += line_step
+
+    y += line_step
+    signature_top = y
+    for row, text in enumerate(SIGNATURE_LEFT):
+        put(text, margin_left, signature_top + row * line_step, header_regular)
+    for row, text in enumerate(SIGNATURE_RIGHT):
+        # The signer's name sits below the space for the handwritten signature.
+        row_y = signature_top + (row + 3 if row == 2 else row) * line_step
+        put(text, right_center, row_y, header_bold, anchor="ma")
+    return RenderedPage(image=image, lines=tuple(lines))
+
+
+def wrap_text(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.FreeTypeFont, max_width: float) -> list[str]:
+    """Break ``text`` at spaces into lines no wider than ``max_width`` pixels."""
+    lines: list[str] = []
+    current = ""
+    for word in text.split():
+        candidate = f"{current} {word}" if current else word
+        if current and draw.textlength(candidate, font=font) > max_width:
+            lines.append(current)
+            current = word
+        else:
+            current = candidate
+    if current:
+        lines.append(current)
+    return lines
+
+
+def degrade_like_office_scan(image: Image.Image, seed: int, max_rotation_degrees: float = 1.5) -> Image.Image:
+    """Return ``image`` rotated slightly, blurred, with sensor noise and JPEG artefacts."""
+    rng = random.Random(seed)
+    angle = rng.uniform(-max_rotation_degrees, max_rotation_degrees)
+    rotated = image.rotate(angle, resample=Image.Resampling.BICUBIC, expand=False, fillcolor="white")
+    blurred = rotated.filter(ImageFilter.GaussianBlur(radius=rng.uniform(0.4, 0.9)))
+
+    noise = np.random.default_rng(seed).normal(0.0, 6.0, size=(blurred.height, blurred.width, 1))
+    noisy = np.clip(np.asarray(blurred, dtype=np.float32) - 8.0 + noise, 0, 255).astype(np.uint8)
+
+    buffer = io.BytesIO()
+    Image.fromarray(noisy).save(buffer, format="JPEG", quality=rng.randint(70, 88))
+    buffer.seek(0)
+    return Image.open(buffer).convert("RGB")
+
+
+def calibration_pages(count: int = 4, dpi: int = 300) -> list[Image.Image]:
+    """Return varied pages (fonts, sizes, text, scan quality) for quantization calibration."""
+    pages = []
+    for index in range(count):
+        rng = random.Random(1000 + index)
+        body = tuple(rng.sample(EXTRA_BODY, k=len(EXTRA_BODY)))
+        family = "noto" if index % 2 else "liberation"
+        page = render_decision_page(dpi=dpi, family=family, body=body, size_pt=rng.choice((12.0, 13.0, 14.0)))
+        pages.append(degrade_like_office_scan(page.image, seed=index) if index % 2 == 0 else page.image)
+    return pages
+
+
+def normalize_text(text: str) -> str:
+    """Return ``text`` in NFC with runs of whitespace made single spaces."""
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+def edit_distance(first: str, second: str) -> int:
+    """Return the Levenshtein distance between two strings."""
+    previous = list(range(len(second) + 1))
+    for row, first_char in enumerate(first, start=1):
+        current = [row]
+        for column, second_char in enumerate(second, start=1):
+            current.append(
+                min(previous[column] + 1, current[column - 1] + 1, previous[column - 1] + (first_char != second_char))
+            )
+        previous = current
+    return previous[-1]
+
+
+def line_matched_cer(reference_lines: list[str], output_lines: list[str]) -> float:
+    """Return the character error rate of ``output_lines`` against ``reference_lines``.
+
+    Each reference line is compared with the output line closest to it, so
+    reading order does not count here; check it separately.
+    """
+    references = [normalize_text(line) for line in reference_lines if normalize_text(line)]
+    outputs = [normalize_text(line) for line in output_lines]
+    errors = 0
+    for reference in references:
+        errors += min((edit_distance(reference, output) for output in outputs), default=len(reference))
+    return errors / max(1, sum(len(reference) for reference in references))
