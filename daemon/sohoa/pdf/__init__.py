@@ -14,11 +14,11 @@ The PDF is assembled from maintained libraries rather than written by hand:
   leaves the text render mode at 3 in the page's graphics state, which
   would make text drawn after it on the same page (the mark) invisible.
 - pikepdf's PDF/A module adds the sRGB output intent, declares PDF/A-2b
-  in XMP and keeps the Info dictionary in step; :func:`pikepdf.pdfa.check`
+  in XMP and keeps the Info dictionary in step. :func:`pikepdf.pdfa.check`
   validates the document before sohoa's own XMP fields are added
-  (:mod:`sohoa.pdf.metadata`), because that allowlist validator rejects
-  every XMP namespace it does not know, even one described by a PDF/A
-  extension schema. ``docs/pdfa.md`` lists what is checked.
+  (:mod:`sohoa.pdf.metadata`). That allowlist validator rejects every XMP
+  namespace it does not know, even one described by a PDF/A extension
+  schema. ``docs/pdfa.md`` lists what is checked.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from pathlib import Path
 import pikepdf
 import pikepdf.pdfa
 from fpdf import FPDF
+from fpdf.errors import FPDFException
 from ocrmypdf.fpdf_renderer import Fpdf2MultiPageRenderer
 
 from sohoa import __version__
@@ -97,15 +98,19 @@ def build_pdf(
         raise PdfError(N_("No pages were given for {out}; scan at least one page."), out=out)
     xmp.check_field_names(metadata)
 
-    with tempfile.TemporaryDirectory(prefix="sohoa-pdf-") as work:
-        work_dir = Path(work)
-        sizes = render_image_pages(pages, work_dir / "images.pdf", mark)
-        render_text_layer(pages, sizes, work_dir / "text.pdf")
-        with pikepdf.open(work_dir / "images.pdf") as pdf, pikepdf.open(work_dir / "text.pdf") as text_pdf:
-            put_text_under_images(pdf, text_pdf)
-            save_kwargs = make_pdfa(pdf, mark=mark, title=title or metadata.get("Subject") or mark.doc_code)
-            add_document_fields(pdf, metadata)
-            write_atomic_with(out, lambda tmp: pdf.save(tmp, **save_kwargs), suffix=".pdf")
+    try:
+        with tempfile.TemporaryDirectory(prefix="sohoa-pdf-") as work:
+            work_dir = Path(work)
+            sizes = render_image_pages(pages, work_dir / "images.pdf", mark)
+            render_text_layer(pages, sizes, work_dir / "text.pdf")
+            with pikepdf.open(work_dir / "images.pdf") as pdf, pikepdf.open(work_dir / "text.pdf") as text_pdf:
+                put_text_under_images(pdf, text_pdf)
+                save_kwargs = make_pdfa(pdf, mark=mark, title=title or metadata.get("Subject") or mark.doc_code)
+                add_document_fields(pdf, metadata)
+                write_atomic_with(out, lambda tmp: pdf.save(tmp, **save_kwargs), suffix=".pdf")
+    except (pikepdf.PdfError, FPDFException, ValueError) as exc:
+        # fpdf2, OCRmyPDF's renderer (ValueError on an invalid element tree) and pikepdf
+        raise PdfError(N_("Building the PDF {out} failed: {detail}"), out=out, detail=exc) from exc
     log.info("Built %s: %d pages, PDF/A-%s", out, len(pages), PDFA_FLAVOUR)
 
 

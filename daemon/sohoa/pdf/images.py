@@ -63,7 +63,7 @@ def load_page_image(path: Path) -> Image.Image:
     try:
         image.load()
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ImageError(N_("Page image {path} is corrupt or truncated: {detail}"), path=path, detail=exc) from exc
+        raise ImageError(N_("Page image {path} is corrupt or truncated: {detail}. Scan the page again."), path=path, detail=exc) from exc
     return image
 
 

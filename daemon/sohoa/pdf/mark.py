@@ -1,7 +1,7 @@
 """The visible conversion mark on page 1: who converted the paper, when, and a QR code.
 
 The mark goes in the bottom margin because the top left and top right of
-page 1 hold the operator's and the unit's signature boxes. It is sized to
+page 1 are reserved for the signature boxes of the operator and of the unit. It is sized to
 the blank band below the lowest ink on the page; when the page has no blank
 band tall enough, the mark is drawn at the bottom edge over a white box, and
 a warning is logged because it may hide content.
@@ -38,7 +38,7 @@ QR_QUIET_MODULES = 4
 LINE_SPACING = 1.25  # baseline-to-baseline distance as a multiple of the font size
 MIN_FONT_SIZE_PT = 4.0
 
-# A pixel darker than this (0-255 grey) is ink. A row holds ink when it has
+# A pixel darker than this (0-255 grey) is ink. A row contains ink when it has
 # more ink pixels than INK_ROW_FRACTION of the page width, so that dust
 # specks do not count as content.
 INK_THRESHOLD = 128
@@ -62,7 +62,7 @@ class ConversionMark:
 
 @dataclass(frozen=True)
 class MarkPlacement:
-    """Where the mark goes on page 1, in points from the top-left corner."""
+    """Position and height of the mark on page 1, in points from the top-left corner."""
 
     x: float
     y: float
@@ -80,10 +80,9 @@ def mark_lines(mark: ConversionMark) -> list[str]:
     """Return the mark's text lines in the selected language, NFC-normalised."""
     lines = [
         _("Electronic copy converted from a paper original"),
-        _("Converted at {time} by {operator}").format(
-            time=format_conversion_time(mark.converted_at), operator=mark.operator
-        ),
-        _("Converting unit: {unit}. Document code: {doc_code}").format(unit=mark.unit, doc_code=mark.doc_code),
+        _("Conversion time: {time}").format(time=format_conversion_time(mark.converted_at)),
+        _("Converted by: {operator}").format(operator=mark.operator),
+        _("Converting unit: {unit}").format(unit=mark.unit),
     ]
     return [unicodedata.normalize("NFC", line) for line in lines]
 
@@ -102,7 +101,7 @@ def qr_matrix(payload: str) -> list[list[bool]]:
 
 
 def lowest_ink_row(image: Image.Image, below_row: int) -> int | None:
-    """Return the lowest pixel row above ``below_row`` that holds ink, or None for a blank page."""
+    """Return the lowest pixel row above ``below_row`` that contains ink, or None for a blank page."""
     grey = numpy.asarray(image.convert("L"))[:below_row]
     ink_per_row = (grey < INK_THRESHOLD).sum(axis=1)
     min_ink = max(2, int(grey.shape[1] * INK_ROW_FRACTION))
@@ -163,7 +162,7 @@ def fit_font_size(pdf: FPDF, lines: list[str], height: float, width: float) -> f
 
 
 def draw_mark(pdf: FPDF, mark: ConversionMark, placement: MarkPlacement) -> None:
-    """Draw the mark on the current fpdf2 page: a white box if needed, the QR code, three lines of text."""
+    """Draw the mark on the current fpdf2 page: a white box if needed, the QR code, the lines of text."""
     pdf.add_font(MARK_FONT_FAMILY, fname=str(MARK_FONT_PATH))
     lines = mark_lines(mark)
     qr_size = placement.height

@@ -37,7 +37,7 @@ def render_page(
     """Draw ``lines`` in Liberation Serif on a white A4 page, save it as PNG, return its exact text.
 
     Each line box is the ink box Pillow reports for the drawn text, in pixels
-    of the saved image, so a test knows where every word lies. ``mode`` is a
+    of the saved image, so a test can compute where every word lies. ``mode`` is a
     Pillow mode: ``1`` (bilevel), ``L`` (grey) or ``RGB`` (colour, with a red
     seal drawn under the text).
     """
