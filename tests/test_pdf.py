@@ -15,7 +15,7 @@ import pikepdf
 import pikepdf.pdfa
 import pytest
 from lxml import etree
-from PIL import Image
+from PIL import Image, ImageChops
 
 from sohoa import i18n
 from sohoa.errors import ImageError, PdfError
@@ -317,6 +317,7 @@ def test_page_count_and_size_follow_images(built, two_pages):
 
 
 def test_image_encoding_per_colour_mode(tmp_path):
+    """Bilevel and grey pages round-trip pixel for pixel; colour pages become JPEG."""
     pages = []
     for mode in ("1", "L", "RGB"):
         path = tmp_path / f"page-{mode}.png"
@@ -327,9 +328,14 @@ def test_image_encoding_per_colour_mode(tmp_path):
 
     with pikepdf.open(out) as pdf:
         filters = []
+        extracted = []
         for page in pdf.pages:
             (image,) = [xobject for xobject in page.get_images().values()]
             filters.append((str(image.Filter), int(image.BitsPerComponent)))
+            extracted.append(pikepdf.PdfImage(image).as_pil_image().convert("L"))
+    for index in (0, 1):
+        with Image.open(pages[index].image) as source:
+            assert ImageChops.difference(extracted[index], source.convert("L")).getbbox() is None
     assert filters[0] in {("/CCITTFaxDecode", 1), ("/FlateDecode", 1)}
     assert filters[1] == ("/FlateDecode", 8)
     assert filters[2] == ("/DCTDecode", 8)

@@ -102,9 +102,9 @@ def normalize_mode(image: Image.Image) -> Image.Image:
 def prepare_for_embedding(image: Image.Image) -> EmbeddableImage:
     """Choose the lossless or JPEG encoding for one page.
 
-    Bilevel pages are embedded with CCITT G4 by fpdf2 when Pillow has
-    libtiff, grey pages with Flate; colour pages, which carry seals and photos,
-    as JPEG at quality :data:`JPEG_QUALITY`. No encoding substitutes symbols
+    fpdf2 embeds bilevel pages with CCITT G4 when Pillow has libtiff, and
+    grey pages with Flate. Colour pages, which carry seals and photos, become
+    JPEG at quality :data:`JPEG_QUALITY`. No encoding substitutes symbols
     (no JBIG2), so characters are never swapped for look-alikes.
     """
     image = normalize_mode(image)
