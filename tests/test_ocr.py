@@ -1,0 +1,388 @@
+"""Tests of the on-box OCR engine with the real int8 models in ``models/``.
+
+Pages are rendered with Pillow in Liberation Serif (see sohoa.testbed.ocr),
+so the expected text and the position of every line are known. Character
+error rates are line-matched: each reference line is compared with the
+closest output line, and reading order is checked separately.
+
+Measured on a 2-core x86 machine (onnxruntime 1.32, int8 models, 2 threads):
+0.2% CER on the clean rendered decision, 0.2% on the same page degraded like
+an office scan, under 1.8% on the pages in samples/pages, 1.2-2 s per page.
+The bounds below leave room for other CPUs and onnxruntime versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import shutil
+import sys
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from sohoa.errors import ImageError, ModelError
+from sohoa.ocr import OcrEngine, PageText, TextLine
+from sohoa.ocr import cli as ocr_cli
+from sohoa.ocr.layout import Box, reading_order
+from sohoa.ocr.models import MANIFEST_NAME
+from sohoa.ocr.recognition import MAX_CHUNK_WIDTH
+from sohoa.testbed.ocr import (
+    HEADER_LEFT,
+    HEADER_RIGHT,
+    SIGNATURE_LEFT,
+    SIGNATURE_RIGHT,
+    degrade_like_office_scan,
+    edit_distance,
+    find_font,
+    line_matched_cer,
+    normalize_text,
+    render_decision_page,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS_DIR = REPO / "models"
+SAMPLES_DIR = REPO / "samples" / "pages"
+
+CLEAN_CER_BOUND = 0.015
+SCAN_CER_BOUND = 0.02
+SAMPLE_CER_BOUND = 0.03
+# int8 and fp32 outputs differ by about 0.3% of characters on the rendered page.
+INT8_FLOAT_CER_BOUND = 0.02
+KEY_PHRASES = (
+    "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM",
+    "Độc lập - Tự do - Hạnh phúc",
+    "QUYẾT ĐỊNH",
+    "Về việc công nhận tốt nghiệp trung học phổ thông",
+    "SỞ GIÁO DỤC VÀ ĐÀO TẠO",
+)
+
+
+@pytest.fixture(scope="module")
+def engine() -> OcrEngine:
+    return OcrEngine.load(MODELS_DIR, threads=2)
+
+
+@pytest.fixture(scope="module")
+def decision_page():
+    return render_decision_page()
+
+
+@pytest.fixture(scope="module")
+def clean_result(engine, decision_page) -> PageText:
+    return engine.recognize(decision_page.image)
+
+
+def closest_line(result: PageText, reference: str) -> tuple[int, int]:
+    """Return (index, edit distance) of the output line closest to ``reference``."""
+    distances = [edit_distance(normalize_text(reference), normalize_text(line.text)) for line in result.lines]
+    index = int(np.argmin(distances))
+    return index, distances[index]
+
+
+def copy_models(target: Path) -> Path:
+    shutil.copytree(MODELS_DIR, target, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    return target
+
+
+def manifest_file(models_dir: Path, name: str) -> str:
+    manifest = json.loads((models_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+    return next(model["file"] for model in manifest["models"] if model["name"] == name)
+
+
+# --- recognition accuracy ---------------------------------------------------
+
+
+def test_clean_page_character_error_rate(clean_result, decision_page):
+    references = [line.text for line in decision_page.lines]
+    cer = line_matched_cer(references, [line.text for line in clean_result.lines])
+    assert cer <= CLEAN_CER_BOUND, clean_result.text
+
+
+@pytest.mark.parametrize("phrase", KEY_PHRASES)
+def test_clean_page_key_phrase_with_diacritics(clean_result, phrase):
+    _, distance = closest_line(clean_result, phrase)
+    assert distance <= 1, clean_result.text
+
+
+def test_office_scan_character_error_rate(engine, decision_page):
+    scan = degrade_like_office_scan(decision_page.image, seed=7)
+    result = engine.recognize(scan)
+    references = [line.text for line in decision_page.lines]
+    cer = line_matched_cer(references, [line.text for line in result.lines])
+    assert cer <= SCAN_CER_BOUND, result.text
+
+
+def test_output_is_nfc(clean_result):
+    import unicodedata
+
+    for line in clean_result.lines:
+        assert unicodedata.is_normalized("NFC", line.text), line.text
+
+
+def test_long_line_is_split_and_read(engine):
+    """A line wider than the recognizer's maximum input is read in chunks, without a crash."""
+    text = (
+        "Căn cứ Nghị định số 30/2020/NĐ-CP ngày 05 tháng 3 năm 2020 của Chính phủ về công tác văn thư, "
+        "Sở Giáo dục và Đào tạo hướng dẫn các trường trung học phổ thông thực hiện như sau"
+    )
+    font = ImageFont.truetype(str(find_font()), 54)
+    width = int(ImageDraw.Draw(Image.new("L", (1, 1))).textlength(text, font=font)) + 200
+    image = Image.new("RGB", (width, 300), "white")
+    ImageDraw.Draw(image).text((100, 110), text, font=font, fill="black")
+    assert width * 32 / 70 > MAX_CHUNK_WIDTH
+
+    result = engine.recognize(image)
+
+    assert len(result.lines) == 1, result.text
+    assert line_matched_cer([text], [result.lines[0].text]) <= 0.03, result.text
+
+
+@pytest.mark.skipif(not SAMPLES_DIR.is_dir(), reason="samples/pages has not been rendered")
+def test_sample_pages_character_error_rate(engine):
+    pages = sorted(SAMPLES_DIR.glob("*.png"))
+    if not pages:
+        pytest.skip("samples/pages holds no PNG pages")
+    for png in pages:
+        reference = png.with_suffix(".txt").read_text(encoding="utf-8").splitlines()
+        with Image.open(png) as image:
+            result = engine.recognize(image)
+        cer = line_matched_cer(reference, [line.text for line in result.lines])
+        assert cer <= SAMPLE_CER_BOUND, f"{png.name}: CER {cer:.4f}\n{result.text}"
+
+
+# --- reading order and boxes -------------------------------------------------
+
+
+def test_header_left_column_read_before_right(clean_result):
+    order = [closest_line(clean_result, text)[0] for text in (*HEADER_LEFT, *HEADER_RIGHT)]
+    assert order == sorted(order), clean_result.text
+    assert order == list(range(len(order))), clean_result.text
+
+
+def test_signature_block_left_column_read_first(clean_result):
+    order = [closest_line(clean_result, text)[0] for text in (*SIGNATURE_LEFT, *SIGNATURE_RIGHT)]
+    assert order == sorted(order), clean_result.text
+
+
+def test_boxes_cover_rendered_lines(clean_result, decision_page):
+    for rendered in decision_page.lines:
+        index, _ = closest_line(clean_result, rendered.text)
+        x0, y0, x1, y1 = clean_result.lines[index].box
+        rx0, ry0, rx1, ry1 = rendered.box
+        overlap = max(0, min(x1, rx1) - max(x0, rx0)) * max(0, min(y1, ry1) - max(y0, ry0))
+        union = (x1 - x0) * (y1 - y0) + (rx1 - rx0) * (ry1 - ry0) - overlap
+        assert overlap / union >= 0.6, (rendered, clean_result.lines[index])
+
+
+def test_confidences_in_range(clean_result):
+    assert clean_result.lines
+    for line in clean_result.lines:
+        assert 0.0 <= line.confidence <= 1.0
+    assert min(line.confidence for line in clean_result.lines) > 0.8
+
+
+def test_reading_order_two_column_band():
+    boxes = [
+        Box(1200, 100, 2200, 150),  # 0 right column, row 1
+        Box(300, 100, 1000, 150),  # 1 left column, row 1
+        Box(1300, 170, 2100, 220),  # 2 right column, row 2
+        Box(350, 170, 950, 220),  # 3 left column, row 2
+        Box(400, 240, 900, 290),  # 4 left column, row 3
+        Box(300, 400, 2200, 450),  # 5 body line spanning the gutter
+        Box(300, 470, 1500, 520),  # 6 body line
+    ]
+    assert reading_order(boxes) == [1, 3, 4, 0, 2, 5, 6]
+
+
+def test_reading_order_single_column():
+    boxes = [Box(300, 300, 2000, 350), Box(300, 100, 2000, 150), Box(300, 200, 1200, 250)]
+    assert reading_order(boxes) == [1, 2, 0]
+
+
+# --- result records -----------------------------------------------------------
+
+
+def test_page_text_round_trips_through_json(clean_result):
+    restored = PageText.from_dict(json.loads(json.dumps(clean_result.to_dict(), ensure_ascii=False)))
+    assert restored == clean_result
+    assert restored.text == "\n".join(line.text for line in clean_result.lines)
+
+
+def test_page_text_dimensions(clean_result, decision_page):
+    assert (clean_result.width, clean_result.height) == decision_page.image.size
+    assert all(isinstance(line, TextLine) for line in clean_result.lines)
+
+
+def test_versions_name_both_models(engine):
+    versions = engine.versions
+    assert set(versions) == {"detector", "recognizer"}
+    for digest in versions.values():
+        assert len(digest) == 12
+        int(digest, 16)
+
+
+# --- int8 against float ---------------------------------------------------------
+
+
+def load_build_module():
+    spec = importlib.util.spec_from_file_location("models_build", MODELS_DIR / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    # dataclasses look the module up in sys.modules while the class is created.
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_int8_agrees_with_float_models(tmp_path, clean_result, decision_page):
+    if importlib.util.find_spec("rapidocr") is None or importlib.util.find_spec("asterocr") is None:
+        pytest.skip("the rapidocr and asterocr wheels that ship the float models are not installed")
+    load_build_module().write_float_models(tmp_path)
+    float_engine = OcrEngine.load(tmp_path, threads=2)
+
+    float_result = float_engine.recognize(decision_page.image)
+
+    int8_lines = [line.text for line in clean_result.lines]
+    float_lines = [line.text for line in float_result.lines]
+    assert len(int8_lines) == len(float_lines)
+    assert line_matched_cer(float_lines, int8_lines) <= INT8_FLOAT_CER_BOUND
+
+
+# --- model and image errors -----------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["detector", "recognizer"])
+def test_missing_model_file_names_file(tmp_path, model):
+    models_dir = copy_models(tmp_path / "models")
+    file_name = manifest_file(models_dir, model)
+    (models_dir / file_name).unlink()
+
+    with pytest.raises(ModelError) as caught:
+        OcrEngine.load(models_dir)
+
+    assert file_name in str(caught.value)
+    assert "missing" in str(caught.value)
+
+
+@pytest.mark.parametrize("model", ["detector", "recognizer"])
+def test_corrupt_model_file_names_file(tmp_path, model):
+    models_dir = copy_models(tmp_path / "models")
+    file_name = manifest_file(models_dir, model)
+    path = models_dir / file_name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+    with pytest.raises(ModelError) as caught:
+        OcrEngine.load(models_dir)
+
+    assert file_name in str(caught.value)
+    assert "corrupt" in str(caught.value)
+
+
+def test_corrupt_charset_names_file(tmp_path):
+    models_dir = copy_models(tmp_path / "models")
+    manifest = json.loads((models_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+    charset = next(model["charset_file"] for model in manifest["models"] if model["name"] == "recognizer")
+    (models_dir / charset).write_text('{"chars": ["a"]}', encoding="utf-8")
+
+    with pytest.raises(ModelError) as caught:
+        OcrEngine.load(models_dir)
+
+    assert charset in str(caught.value)
+
+
+def test_missing_manifest(tmp_path):
+    models_dir = copy_models(tmp_path / "models")
+    (models_dir / MANIFEST_NAME).unlink()
+
+    with pytest.raises(ModelError) as caught:
+        OcrEngine.load(models_dir)
+
+    assert MANIFEST_NAME in str(caught.value)
+
+
+def test_truncated_image_raises_image_error(engine, tmp_path, decision_page):
+    path = tmp_path / "page.png"
+    decision_page.image.save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+
+    with Image.open(path) as image, pytest.raises(ImageError):
+        engine.recognize(image)
+
+
+def test_tiny_image_raises_image_error(engine):
+    with pytest.raises(ImageError):
+        engine.recognize(Image.new("RGB", (10, 10), "white"))
+
+
+def test_blank_page_has_no_lines(engine):
+    result = engine.recognize(Image.new("RGB", (1240, 1754), "white"))
+    assert result.lines == ()
+    assert result.text == ""
+
+
+# --- command line ---------------------------------------------------------------
+
+
+def cli_args(images: list[Path], output_format: str = "text") -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    ocr_cli.add_parser(parser.add_subparsers())
+    return parser.parse_args(["ocr", *map(str, images), "--format", output_format, "--models", str(MODELS_DIR)])
+
+
+@pytest.fixture(scope="module")
+def page_file(tmp_path_factory, decision_page) -> Path:
+    path = tmp_path_factory.mktemp("pages") / "decision.png"
+    decision_page.image.save(path)
+    return path
+
+
+def test_cli_prints_lines_in_reading_order(page_file, capsys, decision_page):
+    assert ocr_cli.run(cli_args([page_file])) == 0
+
+    output = capsys.readouterr().out.splitlines()
+    assert line_matched_cer([line.text for line in decision_page.lines], output) <= CLEAN_CER_BOUND
+    assert normalize_text(output[0]) == normalize_text(HEADER_LEFT[0])
+
+
+def test_cli_json_matches_engine(page_file, capsys, clean_result):
+    assert ocr_cli.run(cli_args([page_file], "json")) == 0
+
+    document = json.loads(capsys.readouterr().out)
+    assert set(document["models"]) == {"detector", "recognizer"}
+    assert document["pages"][0]["image"] == str(page_file)
+    assert PageText.from_dict(document["pages"][0]) == clean_result
+
+
+def test_cli_hocr_is_well_formed(page_file, capsys):
+    assert ocr_cli.run(cli_args([page_file], "hocr")) == 0
+
+    root = ElementTree.fromstring(capsys.readouterr().out)
+    namespace = {"h": "http://www.w3.org/1999/xhtml"}
+    lines = root.findall(".//h:span[@class='ocr_line']", namespace)
+    assert lines
+    assert lines[0].get("title").startswith("bbox ")
+
+
+def test_cli_corrupt_image_reports_and_continues(page_file, tmp_path, capsys):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+
+    status = ocr_cli.run(cli_args([broken, page_file]))
+
+    captured = capsys.readouterr()
+    assert status == ImageError.exit_status
+    assert "broken.png" in captured.err
+    assert normalize_text(captured.out.splitlines()[0]) == normalize_text(HEADER_LEFT[0])
+
+
+def test_open_image_missing_file(tmp_path):
+    with pytest.raises(ImageError) as caught:
+        ocr_cli.open_image(tmp_path / "absent.png")
+    assert "absent.png" in str(caught.value)
