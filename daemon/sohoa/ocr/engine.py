@@ -132,7 +132,7 @@ def image_to_rgb(image: Image.Image) -> np.ndarray:
     width, height = image.size
     if min(width, height) < MIN_IMAGE_SIDE:
         raise ImageError(
-            N_("Image of {width}x{height} pixels is too small for OCR; scan at 150 dpi or more"), width=width, height=height
+            N_("Image of {width}x{height} pixels is too small to be a page scan; check the scanner's resolution"), width=width, height=height
         )
     if width * height > MAX_IMAGE_PIXELS:
         raise ImageError(
