@@ -91,7 +91,10 @@ class TokenSigner:
         """Write ``src`` with a visible PAdES signature to ``dst``, atomically.
 
         ``signed_at`` must carry a time zone; it defaults to now in the local
-        zone. On any error ``dst`` is left as it was.
+        zone. On any error ``dst`` is left as it was. Call it from a plain
+        thread, not from a running asyncio event loop, because pyHanko 0.38
+        starts its own loop with ``asyncio.run``. The same holds for
+        :func:`verify_pdf`.
         """
         if signed_at is None:
             signed_at = datetime.now(timezone.utc).astimezone()

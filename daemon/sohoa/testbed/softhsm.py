@@ -60,6 +60,11 @@ class TestToken:
         return {"SOFTHSM2_CONF": str(self.conf_path)}
 
     @property
+    def module(self) -> Path:
+        """Path of libsofthsm2.so; the same as ``module_path``, the name the demo uses."""
+        return self.module_path
+
+    @property
     def unplugged_dir(self) -> Path:
         return self.folder / "unplugged"
 
