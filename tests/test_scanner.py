@@ -217,8 +217,12 @@ def test_flatbed_scans_one_page(tmp_path):
     assert outcome.pages[0].mode == "L"
 
 
+# The test backend keeps option values from one open to the next within a process,
+# so tests that change its options other than source, mode and resolution use test:1.
+
+
 def test_hand_scanner_height_is_found(tmp_path):
-    scanner = Scanner(ScannerConfig(device="test:0", source="Flatbed", resolution=75, options={"hand-scanner": True}))
+    scanner = Scanner(ScannerConfig(device="test:1", source="Flatbed", resolution=75, options={"hand-scanner": True}))
 
     outcome = scanner.scan_batch(tmp_path / "job")
 
@@ -261,3 +265,21 @@ def test_invalid_source_raises_with_choices():
 
     assert "Transparency Unit" in str(caught.value)
     assert "Automatic Document Feeder" in str(caught.value)
+
+
+@pytest.mark.parametrize(("mode", "depth"), [("Gray", 1), ("Gray", 16), ("Color", 16)])
+def test_bit_depths_give_8bit_pages(tmp_path, mode, depth):
+    options = {"hand-scanner": False, "depth": depth, "test-picture": "Grid"}
+    scanner = Scanner(ScannerConfig(device="test:1", source="Flatbed", mode=mode, resolution=75, options=options))
+
+    outcome = scanner.scan_batch(tmp_path / "job")
+
+    page = outcome.pages[0]
+    with Image.open(page.path) as scanned:
+        pixels = np.asarray(scanned)
+    assert outcome.error is None
+    assert (page.width, page.height) == (236, 295)
+    assert scanned.mode == ("RGB" if mode == "Color" else "L")
+    # The grid test picture is black and white squares: both extremes must survive.
+    assert pixels.min() < 30
+    assert pixels.max() > 225

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import _sane
+import numpy as np
 import sane
 from PIL import Image, UnidentifiedImageError
 
@@ -183,7 +184,7 @@ def sane_status_of(exc: Exception) -> SaneStatus | None:
 def translate_sane_error(exc: Exception, device: str) -> ScannerError:
     """Return the sohoa error for a python-sane error raised while scanning on ``device``."""
     status = sane_status_of(exc)
-    error_class, template = _STATUS_ERRORS.get(status, _DEFAULT_STATUS_ERROR) if status is not None else _DEFAULT_STATUS_ERROR
+    error_class, template = _STATUS_ERRORS.get(status, _DEFAULT_STATUS_ERROR)
     error = error_class(template, device=device, detail=exc)
     error.__cause__ = exc
     return error
@@ -261,6 +262,16 @@ class _VirtualFeeder:
     """Feed the image files of a folder to the SANE pnm backend, one per scan."""
 
     FAULT_OPTIONS = {"jam": "status_jammed", "ioerror": "status_ioerror", "coveropen": "status_coveropen"}
+    # The pnm backend keeps option values in globals across sane_open, so a batch starts from these.
+    PNM_DEFAULTS = {
+        "brightness": 0,
+        "contrast": 0,
+        "grayify": False,
+        "three-pass": False,
+        "hand-scanner": False,
+        "custom-gamma": False,
+        "status": True,
+    }
 
     def __init__(self, folder: Path, work_dir: Path, mode: str) -> None:
         if not folder.is_dir():
@@ -269,6 +280,12 @@ class _VirtualFeeder:
         self.work_dir = work_dir
         self.color = mode.lower().startswith("color")
         self.position = 0
+
+    def reset_backend(self, device: sane.SaneDev, device_name: str) -> None:
+        """Set the pnm backend's simulation options to their defaults, before the configured options."""
+        for name, value in self.PNM_DEFAULTS.items():
+            if _option_name(name) in device.opt:
+                _set_option(device, device_name, name, value)
 
     def has_more(self) -> bool:
         return self.position < len(self.files)
@@ -317,6 +334,26 @@ class _VirtualFeeder:
         return target
 
 
+def _snap_image(device: sane.SaneDev) -> Image.Image:
+    """Read the started page and return it as an 8-bit "L" or "RGB" image.
+
+    NOTE: python-sane 2.9.2's ``SaneDev.snap()`` without 16-bit support
+    misreads a 16-bit frame as an 8-bit one of twice the height, so the raw
+    samples are read and reduced to 8 bits here.
+    """
+    # no_cancel=True: an ADF backend keeps feeding only if no sane_cancel comes between pages.
+    data, width, height, samples, sample_size = device.dev.snap(True, True, None)
+    if not data:
+        raise RuntimeError("Scanner returned no data")
+    if sample_size == 2:
+        pixels = (np.frombuffer(data, dtype=np.uint16) >> 8).astype(np.uint8)
+    else:
+        pixels = np.frombuffer(data, dtype=np.uint8)
+    if samples == 3:
+        return Image.fromarray(pixels.reshape(height, width, 3))
+    return Image.fromarray(pixels.reshape(height, width))
+
+
 class Scanner:
     """One SANE scanner, opened for the length of a probe or a batch."""
 
@@ -362,13 +399,19 @@ class Scanner:
                 feeder = None
                 if self.uses_virtual_feeder:
                     feeder = _VirtualFeeder(Path(self.config.feeder_dir), Path(work_dir), self.config.mode)
+                    feeder.reset_backend(device, self.config.device)
                 self._apply_options(device)
                 return self._scan_pages(device, feeder, job_dir, on_page)
         finally:
             _close_device(device, self.config.device)
 
     def _apply_options(self, device: sane.SaneDev) -> None:
-        """Set source, mode, resolution, then ``options``, raising ScannerError for an option the device lacks."""
+        """Set source, mode, resolution, then ``options``, raising ScannerError for an option the device lacks.
+
+        Options not set here keep the backend's current value, which some
+        backends (the SANE test backend, for one) carry over from an earlier
+        open in the same process.
+        """
         name = self.config.device
         if self.config.source is not None:
             _set_option(device, name, "source", self.config.source)
@@ -438,8 +481,7 @@ class Scanner:
         try:
             device.start()
             self._check_single_frame(device)
-            # no_cancel: an ADF backend keeps feeding only if no sane_cancel comes between pages.
-            image = device.snap(no_cancel=True)
+            image = _snap_image(device)
         except (_sane.error, RuntimeError) as exc:
             if sane_status_of(exc) == SaneStatus.NO_DOCS:
                 raise _FeederEmpty from exc
@@ -464,17 +506,7 @@ class Scanner:
         A real feeder is asked by starting one more page: if it starts, it is
         cancelled unread, so that sheet has to be scanned again.
         """
-        if feeder is not None:
-            more = feeder.has_more()
-        else:
-            try:
-                device.start()
-                more = True
-            except _sane.error as exc:
-                if sane_status_of(exc) != SaneStatus.NO_DOCS:
-                    log.warning("Scanner %s after the page limit: %s", self.config.device, exc)
-                more = sane_status_of(exc) != SaneStatus.NO_DOCS
-            device.cancel()
+        more = feeder.has_more() if feeder is not None else self._feeder_has_paper(device)
         if not more:
             return None
         log.error("Batch on %s reached scanner.max_pages = %d", self.config.device, self.config.max_pages)
@@ -482,6 +514,19 @@ class Scanner:
             N_("The batch reached the limit of {limit} pages and was stopped. The sheets after page {limit} were not scanned: scan them as a new batch, or raise scanner.max_pages."),
             limit=self.config.max_pages,
         )
+
+    def _feeder_has_paper(self, device: sane.SaneDev) -> bool:
+        """Start one more page and cancel it: True unless the feeder reports it is empty."""
+        try:
+            device.start()
+            return True
+        except _sane.error as exc:
+            if sane_status_of(exc) == SaneStatus.NO_DOCS:
+                return False
+            log.warning("Scanner %s failed after the page limit, assuming paper remains: %s", self.config.device, exc)
+            return True
+        finally:
+            device.cancel()
 
     def _store_page(self, image: Image.Image, index: int, dpi: int, job_dir: Path) -> ScannedPage:
         path = job_dir / PAGE_NAME_TEMPLATE.format(index=index)
