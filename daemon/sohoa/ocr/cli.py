@@ -69,9 +69,9 @@ def open_image(path: Path) -> Image.Image:
     except FileNotFoundError as exc:
         raise ImageError(N_("Image file {path} not found"), path=path) from exc
     except UnidentifiedImageError as exc:
-        raise ImageError(N_("File {path} is not an image format that can be read; use PNG, TIFF, JPEG or PNM"), path=path) from exc
+        raise ImageError(N_("File {path} is not an image format that can be read. Use PNG, TIFF, JPEG or PNM"), path=path) from exc
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ImageError(N_("Image file {path} is damaged or truncated: {detail}; rescan the page"), path=path, detail=exc) from exc
+        raise ImageError(N_("Image file {path} is damaged or truncated: {detail}. Rescan the page"), path=path, detail=exc) from exc
     return image
 
 

@@ -132,11 +132,11 @@ def image_to_rgb(image: Image.Image) -> np.ndarray:
     width, height = image.size
     if min(width, height) < MIN_IMAGE_SIDE:
         raise ImageError(
-            N_("Image of {width}x{height} pixels is too small to be a page scan; check the scanner's resolution"), width=width, height=height
+            N_("Image of {width}x{height} pixels is too small to be a page scan. Check the scanner's resolution"), width=width, height=height
         )
     if width * height > MAX_IMAGE_PIXELS:
         raise ImageError(
-            N_("Image of {width}x{height} pixels is too large for OCR; scan at 600 dpi or less"), width=width, height=height
+            N_("Image of {width}x{height} pixels is too large for OCR. Scan at 600 dpi or less"), width=width, height=height
         )
     try:
         with warnings.catch_warnings():
@@ -148,7 +148,7 @@ def image_to_rgb(image: Image.Image) -> np.ndarray:
                 image = image.convert("RGB")
             return np.asarray(image)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise ImageError(N_("Image cannot be decoded: {detail}; rescan the page"), detail=exc) from exc
+        raise ImageError(N_("Image cannot be decoded: {detail}. Rescan the page"), detail=exc) from exc
 
 
 def prepare_page(image: Image.Image) -> np.ndarray:

@@ -57,7 +57,7 @@ def read_manifest(models_dir: Path) -> dict[str, ModelEntry]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise ModelError(N_("Model manifest {path} is missing; run models/build.py or reinstall the models"), path=path) from exc
+        raise ModelError(N_("Model manifest {path} is missing. Run models/build.py or reinstall the models"), path=path) from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelError(N_("Model manifest {path} cannot be read: {detail}"), path=path, detail=exc) from exc
 
@@ -89,13 +89,13 @@ def verify_file(models_dir: Path, file_name: str, expected_sha256: str) -> Path:
     try:
         actual = sha256_file(path)
     except FileNotFoundError as exc:
-        raise ModelError(N_("Model file {path} is missing; reinstall the models"), path=path) from exc
+        raise ModelError(N_("Model file {path} is missing. Reinstall the models"), path=path) from exc
     except OSError as exc:
         raise ModelError(N_("Model file {path} cannot be read: {detail}"), path=path, detail=exc) from exc
 
     if actual != expected_sha256:
         raise ModelError(
-            N_("Model file {path} is corrupt or replaced: SHA-256 {actual} does not match {expected} in the manifest; reinstall the models"),
+            N_("Model file {path} is corrupt or replaced: SHA-256 {actual} does not match {expected} in the manifest. Reinstall the models"),
             path=path,
             actual=actual,
             expected=expected_sha256,

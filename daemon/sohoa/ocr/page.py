@@ -14,8 +14,10 @@ class TextLine:
     """One recognized line.
 
     ``box`` is ``(x0, y0, x1, y1)`` in pixels of the input image, top-left
-    origin, x1 and y1 exclusive. ``confidence`` is the mean probability of
-    the recognized characters, from 0 to 1.
+    origin, x1 and y1 exclusive. It encloses the line's ink with the margin
+    the detector adds, up to about a third of the text height on each side.
+    ``confidence`` is the mean probability of the recognized characters,
+    from 0 to 1.
     """
 
     text: str

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 LINE_HEIGHT = 32
+CROP_PAD_HEIGHTS = 0.15
 WIDTH_STEP = 4
 MAX_CHUNK_WIDTH = 960
 # A cut is searched for in the last part of a chunk: from this share of
@@ -27,7 +28,7 @@ SPACE_MIN_WIDTH = 5
 MAX_BATCH_SIZE = 16
 MAX_BATCH_PIXELS = 16 * 512
 # Lines in one batch differ in width by at most this ratio, to limit padding.
-BATCH_WIDTH_RATIO = 1.3
+BATCH_WIDTH_RATIO = 1.1
 # Pixel value (0..255) used to pad crops; page background is white.
 PAD_VALUE = 255
 
@@ -48,7 +49,13 @@ class Recognized:
 
 
 def crop_line(page: np.ndarray, quad: np.ndarray) -> np.ndarray:
-    """Cut the rotated rectangle ``quad`` (page pixels) out of the grey page, upright."""
+    """Cut the rotated rectangle ``quad`` (page pixels) out of the grey page, upright.
+
+    The rectangle is widened at both ends by CROP_PAD_HEIGHTS of its height,
+    because the detector's boxes often end right at the last letter and
+    leave out a trailing full stop or comma.
+    """
+    quad = _widen(quad, CROP_PAD_HEIGHTS)
     width = max(1, int(round(np.linalg.norm(quad[1] - quad[0]))))
     height = max(1, int(round(np.linalg.norm(quad[3] - quad[0]))))
     target = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float32)
@@ -56,6 +63,16 @@ def crop_line(page: np.ndarray, quad: np.ndarray) -> np.ndarray:
     return cv2.warpPerspective(
         page, transform, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE
     )
+
+
+def _widen(quad: np.ndarray, heights: float) -> np.ndarray:
+    top_left, top_right, bottom_right, bottom_left = quad.astype(np.float32)
+    direction = top_right - top_left
+    length = float(np.linalg.norm(direction))
+    if length == 0:
+        return quad.astype(np.float32)
+    pad = direction / length * heights * float(np.linalg.norm(bottom_left - top_left))
+    return np.array([top_left - pad, top_right + pad, bottom_right + pad, bottom_left - pad], dtype=np.float32)
 
 
 def scale_to_line_height(crop: np.ndarray) -> np.ndarray:
