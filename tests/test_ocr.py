@@ -6,8 +6,8 @@ error rates are line-matched: each reference line is compared with the
 closest output line, and reading order is checked separately.
 
 Measured on a 2-core x86 machine (onnxruntime 1.32, int8 models, 2 threads):
-0.2% CER on the clean rendered decision, 0.2% on the same page degraded like
-an office scan, under 1.8% on the pages in samples/pages, 1.2-2 s per page.
+0.7% CER on the clean rendered decision, 0.3% on the same page degraded like
+an office scan, 0.4-1.0% on the pages in samples/pages, 0.6-1.4 s per page.
 The bounds below leave room for other CPUs and onnxruntime versions.
 """
 
@@ -51,7 +51,7 @@ SAMPLES_DIR = REPO / "samples" / "pages"
 CLEAN_CER_BOUND = 0.015
 SCAN_CER_BOUND = 0.02
 SAMPLE_CER_BOUND = 0.03
-# int8 and fp32 outputs differ by about 0.3% of characters on the rendered page.
+# int8 and fp32 outputs differ in 0.34% of characters on the rendered decision.
 INT8_FLOAT_CER_BOUND = 0.02
 KEY_PHRASES = (
     "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM",

@@ -1,11 +1,14 @@
 """Line recognition: crops to AsterNet input, CTC greedy decoding.
 
-AsterNet takes a batch of RGB line images (here grey, repeated into three channels) 32 px high, ``[batch, 3, 32,
+AsterNet takes a batch of RGB line images 32 px high, ``[batch, 3, 32,
 width]``, and returns log-probabilities ``[time, batch, classes]`` with one
-time step per 4 input columns; class 0 is the CTC blank. Pixels are scaled
-to [0, 1] without mean subtraction, as in asterocr's training data loader. onnxruntime 1.32
-fails on inputs wider than 1024 px, so longer lines are cut at word gaps into
-chunks of at most :data:`MAX_CHUNK_WIDTH` and recognized separately.
+time step per 4 input columns. Class 0 is the CTC blank. Pixels are scaled
+to [0, 1] without mean subtraction, as in asterocr's training data loader,
+and the grey page is repeated into the three channels.
+
+onnxruntime 1.32 fails on AsterNet inputs wider than 1024 px, so longer
+lines are cut at word gaps into chunks of at most MAX_CHUNK_WIDTH and
+recognized separately.
 """
 
 from __future__ import annotations
@@ -20,13 +23,13 @@ LINE_HEIGHT = 32
 CROP_PAD_HEIGHTS = 0.15
 WIDTH_STEP = 4
 MAX_CHUNK_WIDTH = 960
-# A cut is searched for in the last part of a chunk: from this share of
-# MAX_CHUNK_WIDTH up to MAX_CHUNK_WIDTH.
+# A cut is searched for between this share of MAX_CHUNK_WIDTH and MAX_CHUNK_WIDTH.
 CUT_SEARCH_START = 0.6
 # A run of blank columns this wide (in 32 px high pixels) is a word space.
 SPACE_MIN_WIDTH = 5
 MAX_BATCH_SIZE = 16
-MAX_BATCH_PIXELS = 16 * 512
+# Sum of the padded widths of one batch, in pixels, to bound its memory.
+MAX_BATCH_WIDTH = 8192
 # Lines in one batch differ in width by at most this ratio, to limit padding.
 BATCH_WIDTH_RATIO = 1.1
 # Pixel value (0..255) used to pad crops; page background is white.
@@ -44,6 +47,8 @@ class Chunk:
 
 @dataclass(frozen=True)
 class Recognized:
+    """Text of a line or chunk and the mean probability of its characters."""
+
     text: str
     confidence: float
 
@@ -134,7 +139,7 @@ def plan_batches(chunks: list[Chunk]) -> list[list[int]]:
         if batches:
             batch = batches[-1]
             batch_width = chunks[batch[0]].image.shape[1]
-            fits = len(batch) < MAX_BATCH_SIZE and batch_width * (len(batch) + 1) <= max(MAX_BATCH_PIXELS, batch_width)
+            fits = len(batch) < MAX_BATCH_SIZE and batch_width * (len(batch) + 1) <= MAX_BATCH_WIDTH
             if fits and batch_width <= width * BATCH_WIDTH_RATIO:
                 batch.append(index)
                 continue
