@@ -501,7 +501,7 @@ class Scanner:
             )
 
     def _check_beyond_limit(self, device: sane.SaneDev, feeder: _VirtualFeeder | None) -> ScannerError | None:
-        """Return an error if the feeder still holds paper after max_pages pages.
+        """Return an error if paper remains in the feeder after max_pages pages.
 
         A real feeder is asked by starting one more page: if it starts, it is
         cancelled unread, so that sheet has to be scanned again.
