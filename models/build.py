@@ -222,7 +222,7 @@ def input_shapes(path: Path) -> dict[str, list[int | str]]:
     return {item.name: [dim if isinstance(dim, int) else str(dim) for dim in item.shape] for item in session.get_inputs()}
 
 
-def write_licenses(output: Path, sources: dict[str, Source]) -> dict[str, str]:
+def write_licenses(output: Path, sources: dict[str, Source]) -> dict[str, list[str]]:
     """Copy the detector's licence files and write the recognizer's notice; return name -> file."""
     license_dir = output / "LICENSES"
     detector = sources["detector"]
@@ -241,12 +241,12 @@ def write_licenses(output: Path, sources: dict[str, Source]) -> dict[str, str]:
     )
     write_text(license_dir / "asterocr-NOTICE.txt", notice)
     return {
-        "detector": ", ".join(f"LICENSES/rapidocr-{path.name}" for path in detector.license_files),
-        "recognizer": "LICENSES/asterocr-NOTICE.txt",
+        "detector": [f"LICENSES/rapidocr-{path.name}" for path in detector.license_files],
+        "recognizer": ["LICENSES/asterocr-NOTICE.txt"],
     }
 
 
-def manifest_entry(name: str, path: Path, source: Source, precision: str, license_file: str) -> dict:
+def manifest_entry(name: str, path: Path, source: Source, precision: str, license_files: list[str]) -> dict:
     return {
         "name": name,
         "file": path.name,
@@ -261,7 +261,7 @@ def manifest_entry(name: str, path: Path, source: Source, precision: str, licens
             "sha256": sha256_of(source.path),
         },
         "license": source.license,
-        "license_file": license_file,
+        "license_files": license_files,
     }
 
 

@@ -146,7 +146,7 @@ def test_long_line_is_split_and_read(engine):
 def test_sample_pages_character_error_rate(engine):
     pages = sorted(SAMPLES_DIR.glob("*.png"))
     if not pages:
-        pytest.skip("samples/pages holds no PNG pages")
+        pytest.skip("samples/pages contains no PNG pages")
     for png in pages:
         reference = png.with_suffix(".txt").read_text(encoding="utf-8").splitlines()
         with Image.open(png) as image:
@@ -177,10 +177,13 @@ def test_boxes_enclose_rendered_lines(clean_result, decision_page):
         x0, y0, x1, y1 = clean_result.lines[index].box
         rx0, ry0, rx1, ry1 = rendered.box
         height = ry1 - ry0
-        assert x0 <= rx0 + tolerance and y0 <= ry0 + tolerance, (rendered, clean_result.lines[index])
-        assert x1 >= rx1 - tolerance and y1 >= ry1 - tolerance, (rendered, clean_result.lines[index])
-        assert (y1 - y0) <= 2 * height, (rendered, clean_result.lines[index])
-        assert (x1 - x0) <= (rx1 - rx0) + 2 * height, (rendered, clean_result.lines[index])
+        context = (rendered, clean_result.lines[index])
+        assert x0 <= rx0 + tolerance, context
+        assert y0 <= ry0 + tolerance, context
+        assert x1 >= rx1 - tolerance, context
+        assert y1 >= ry1 - tolerance, context
+        assert (y1 - y0) <= 2 * height, context
+        assert (x1 - x0) <= (rx1 - rx0) + 2 * height, context
 
 
 def test_confidences_in_range(clean_result):

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pyclipper
 
-# Longest side of the detector input in pixels. At 1280 px the detector still
+# Maximum length of the detector input's longest side, in pixels. At 1280 px the detector still
 # found every line of 7 to 10 pt Liberation Serif text on a 300 dpi A4 page,
 # and a page's peak memory stays under 400 MB.
 DETECTION_MAX_SIDE = 1280
@@ -46,7 +46,7 @@ class DetectionInput:
 class LineRegion:
     """A detected text line as a rotated rectangle.
 
-    ``quad`` holds four corners, in detector pixels, ordered top-left,
+    ``quad`` contains four corners, in detector pixels, ordered top-left,
     top-right, bottom-right, bottom-left.
     """
 
