@@ -265,6 +265,28 @@ class Pipeline:
         metadata["Format"] = "Bản chuyển đổi từ bản giấy"
         return metadata
 
+    # sign
+
+    def sign(self, job: Job) -> Job:
+        from sohoa.signing import verify_pdf
+
+        if not job.pdf_path:
+            raise ValueError(f"job {job.id} has no built PDF")
+        signed = self.job_dir(job.id) / self.document_filename(job)
+        self.signer.sign_pdf(Path(job.pdf_path), signed, signer_name=self.config.box.operator, location=self.config.box.unit)
+        result = verify_pdf(signed, self.config.signing.trust_roots)
+        if not (result.valid and result.intact and (result.trusted or not self.config.signing.trust_roots)):
+            signed.unlink(missing_ok=True)
+            raise SignatureInvalidError(
+                N_("The signature made on {doc_code} did not verify: {summary}"), doc_code=job.doc_code, summary=result.summary
+            )
+        log.info("Job %s: signed and verified (%s)", job.id, result.summary)
+        return self.journal.set_state(
+            job.id, "signed", signed_path=str(signed), sha256=sha256_file(signed), error_code=None, error_message=None
+        )
+
+    # upload
+
     def upload_metadata(self, job: Job) -> dict[str, object]:
         """Return the metadata of the upload contract: the document's fields plus the box's."""
         metadata = self.document_metadata(job)
