@@ -20,5 +20,5 @@ else
     msginit --no-translator --locale=vi_VN.UTF-8 --input="$locale/sohoa.pot" --output-file="$po"
 fi
 msgfmt --check --output-file="${po%.po}.mo" "$po"
-untranslated=$(msgattrib --untranslated --no-obsolete "$po" | grep -c '^msgid ' || true)
-echo "Catalog updated: $po ($untranslated entries still to translate, counting the header)"
+untranslated=$(msgattrib --untranslated --no-obsolete "$po" | grep -c "^msgid " || true)
+echo "Catalog updated: $po; untranslated entries: $((untranslated > 0 ? untranslated - 1 : 0))"

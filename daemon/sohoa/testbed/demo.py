@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -50,6 +51,13 @@ def load_feeder(feeder_dir: Path, pages: Sequence[Path], *, jam_at: int | None =
             (feeder_dir / f"{index:03d}.jam").touch()
         else:
             shutil.copyfile(page, feeder_dir / f"{index:03d}{page.suffix}")
+
+
+def _free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago, so a service can start there later."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _toml_value(value: object) -> str:
@@ -128,7 +136,7 @@ def build_testbed(folder: Path, *, pages: Sequence[Path] | None = None, start_re
     archive_token.chmod(0o600)
 
     broker = start_mosquitto(folder / "mosquitto")
-    receiver = ArchiveReceiver(folder / "archive", token="demo-archive-token")
+    receiver = ArchiveReceiver(folder / "archive", port=_free_port(), token="demo-archive-token")
     if start_receiver:
         receiver.start()
     sections: dict[str, dict[str, object]] = {
@@ -154,7 +162,7 @@ def build_testbed(folder: Path, *, pages: Sequence[Path] | None = None, start_re
             "retry_seconds": 2.0,
         },
         "upload": {
-            "url": receiver.url if start_receiver else f"http://127.0.0.1:{receiver.port}",
+            "url": f"http://127.0.0.1:{receiver.port}",
             "token_file": str(archive_token),
             "timeout_seconds": 10.0,
             "retry_min_seconds": 0.5,
