@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s",
     )
+    # fontTools logs every table it prunes when the PDF fonts are subset.
+    logging.getLogger("fontTools").setLevel(logging.WARNING)
     try:
         return args.func(args)
     except SohoaError as exc:
