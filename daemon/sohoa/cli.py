@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -14,6 +16,7 @@ from sohoa.errors import SohoaError
 from sohoa.i18n import gettext as _, set_language
 
 DEFAULT_CONFIG = Path("/etc/sohoa/sohoa.toml")
+SUBCOMMAND_MODULES = ("sohoa.ocr.cli", "sohoa.receiver", "sohoa.doctor", "sohoa.search", "sohoa.report", "sohoa.monitor")
 log = logging.getLogger("sohoa")
 
 
@@ -111,13 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep-running", action="store_true", help=_("keep the daemon and services running after the demo"))
     demo.set_defaults(func=cmd_demo)
 
-    for module_name in ("sohoa.ocr.cli", "sohoa.receiver"):
-        try:
-            module = __import__(module_name, fromlist=["add_parser"])
-        except ImportError as exc:  # a part missing from a broken install
-            log.debug("Subcommands of %s unavailable: %s", module_name, exc)
+    # Subcommands that live beside the code they drive; each module has add_parser(subparsers).
+    for module_name in SUBCOMMAND_MODULES:
+        if importlib.util.find_spec(module_name) is None:
             continue
-        module.add_parser(sub)
+        importlib.import_module(module_name).add_parser(sub)
     return parser
 
 
