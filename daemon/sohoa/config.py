@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import tomllib
+from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from sohoa.errors import ConfigError
 from sohoa.i18n import N_
@@ -105,6 +107,44 @@ class MqttConfig(_Section):
     heartbeat_seconds: float = Field(default=60.0, gt=0)
 
 
+# A document-type abbreviation as DocCode uses it: QĐ, GCN, VB, KHAC...
+TypeCode = Annotated[str, StringConstraints(pattern=r"^[A-ZĐ0-9]{1,10}$")]
+
+
+class PlanConfig(_Section):
+    """The digitization plan: the counted paper stock and the share to digitize each year.
+
+    ``inventory`` maps a document-type code to the number of paper results
+    counted at the initial stock-taking. Year ``start_year`` is the first
+    year of the plan; by the end of year N the plan expects the sum of the
+    yearly percentages from ``start_year`` to N (at most 100%) digitized.
+    """
+
+    inventory: dict[TypeCode, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    start_year: int | None = Field(default=None, ge=2000, le=2100)
+    yearly_target_percent: float = Field(default=20.0, gt=0, le=100, description="Share of the inventory to digitize each year")
+    yearly_targets: dict[int, Annotated[float, Field(ge=0, le=100)]] = Field(
+        default_factory=dict, description="Percent for particular years, overriding yearly_target_percent"
+    )
+    deadline: date | None = None
+    timezone: str = Field(default="Asia/Ho_Chi_Minh", description="Time zone that decides the day and month of a scan")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as 'Asia/Ho_Chi_Minh'") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _start_year_with_inventory(self) -> PlanConfig:
+        if self.inventory and self.start_year is None:
+            raise ValueError("start_year is missing; set the first year of the plan next to the inventory")
+        return self
+
+
 class Config(_Section):
     box: BoxConfig
     gpio: GpioConfig = GpioConfig()
@@ -113,6 +153,7 @@ class Config(_Section):
     signing: SigningConfig
     upload: UploadConfig
     mqtt: MqttConfig = MqttConfig()
+    plan: PlanConfig = PlanConfig()
 
     @property
     def spool_dir(self) -> Path:
