@@ -134,3 +134,10 @@ class UploadConflictError(UploadError):
 
 class MqttError(SohoaError):
     code = "mqtt_failed"
+
+
+class ReportError(SohoaError):
+    """A progress report could not be built: an invalid period, a malformed box summary, a missing font."""
+
+    code = "report_failed"
+    exit_status = 65  # EX_DATAERR
