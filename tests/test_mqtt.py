@@ -124,7 +124,7 @@ def make_recorder() -> Iterator[Callable[..., MessageRecorder]]:
 
     yield make
     for recorder in recorders:
-        recorder.close()
+        recorder.stop()
 
 
 def retained_payload(port: int, topic: str) -> bytes:

@@ -279,7 +279,7 @@ class MessageRecorder:
         self._client.loop_start()
 
         if not self.wait_subscribed(SUBSCRIBE_TIMEOUT_SECONDS):
-            self.close()
+            self.stop()
             raise TimeoutError(f"no subscription to {topic} on {host}:{port} within {SUBSCRIBE_TIMEOUT_SECONDS:.0f} s")
 
     @property
@@ -312,7 +312,8 @@ class MessageRecorder:
                 raise TimeoutError(f"no matching message on {self.topic} within {timeout} s; received: {self._messages!r}")
             return found
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Disconnect from the broker and end the network thread."""
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -320,7 +321,7 @@ class MessageRecorder:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        self.stop()
 
     def _on_connect(self, client: paho.Client, userdata: object, flags: object, reason: object, properties: object) -> None:
         client.subscribe(self.topic, qos=1)
