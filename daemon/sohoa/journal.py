@@ -32,6 +32,7 @@ import sqlite_utils
 
 from sohoa.errors import JournalError
 from sohoa.i18n import N_
+from sohoa.search import create_search_schema
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,9 @@ class Job:
     fields: dict
     receipt: dict | None
     upload_attempts: int
+    # The earlier job this one probably duplicates, and why (see sohoa.duplicates).
+    duplicate_of: str | None = None
+    duplicate_reason: str | None = None
 
     @classmethod
     def from_row(cls, row: dict) -> Job:
@@ -78,6 +82,8 @@ class Job:
             fields=json.loads(row["fields"] or "{}"),
             receipt=json.loads(row["receipt"]) if row["receipt"] else None,
             upload_attempts=row["upload_attempts"],
+            duplicate_of=row.get("duplicate_of"),
+            duplicate_reason=row.get("duplicate_reason"),
         )
 
 
@@ -157,6 +163,11 @@ class Journal:
                 )
             if "counters" not in self.db.table_names():
                 self.db["counters"].create({"name": str, "value": int}, pk="name")
+            # Journals written before duplicate detection lack these columns.
+            for column in ("duplicate_of", "duplicate_reason"):
+                if column not in self.db["jobs"].columns_dict:
+                    self.db["jobs"].add_column(column, str)
+            create_search_schema(self.db)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite_utils.Database]:
