@@ -23,6 +23,7 @@ from PIL import Image
 
 from sohoa import fields as fieldlib
 from sohoa.config import Config
+from sohoa.duplicates import find_duplicate
 from sohoa.errors import (
     FeederEmptyError,
     ImageError,
@@ -32,6 +33,7 @@ from sohoa.errors import (
 from sohoa.fsutil import sha256_file, write_atomic
 from sohoa.i18n import N_
 from sohoa.journal import Job, Journal
+from sohoa.search import index_document
 
 if TYPE_CHECKING:
     from sohoa.ocr import OcrEngine, PageText
@@ -172,8 +174,27 @@ class Pipeline:
 
         full_text = "\n".join(text.text for text in texts)
         confidences = [line.confidence for text in texts for line in text.lines]
-        extracted = fieldlib.extract_fields(full_text, confidences)
-        return self.journal.set_state(job.id, "recognized", fields=fieldlib.fields_to_json(extracted))
+        fields = fieldlib.fields_to_json(fieldlib.extract_fields(full_text, confidences))
+        # The search row, the duplicate mark and the state change commit together.
+        with self.journal.transaction() as db:
+            duplicate = find_duplicate(db, job.id, fields, full_text)
+            index_document(db, job.id, fields, full_text)
+            job = self.journal.set_state(
+                job.id,
+                "recognized",
+                fields=fields,
+                duplicate_of=duplicate.job_id if duplicate else None,
+                duplicate_reason=duplicate.reason if duplicate else None,
+            )
+        if duplicate is not None:
+            log.warning(
+                "Job %s is a probable duplicate of job %s (%s, text similarity %s); both are kept",
+                job.id,
+                duplicate.job_id,
+                duplicate.reason,
+                "n/a" if duplicate.similarity is None else f"{duplicate.similarity:.2f}",
+            )
+        return job
 
     @staticmethod
     def _open_page(path: Path) -> Image.Image:
@@ -301,6 +322,9 @@ class Pipeline:
                 "x_field_scores": {name: value.get("confidence", 0.0) for name, value in job.fields.items()},
             }
         )
+        if job.duplicate_of:
+            original = self.journal.get_job(job.duplicate_of)
+            metadata["x_duplicate_of"] = {"DocCode": original.doc_code, "job_id": original.id, "reason": job.duplicate_reason}
         return metadata
 
     def upload(self, job: Job) -> Receipt:
