@@ -366,6 +366,8 @@ class Daemon:
 
     def _publish(self) -> None:
         state = self.state()
+        # systemctl status shows STATUS=; a newline would start another notify assignment.
+        self._notify("STATUS=" + " ".join(state["message"].split()))
         if self.panel is not None:
             blocking = [code for subsystem, alert in self._alerts.items() if subsystem != "upload" for code in [alert.code]]
             if blocking:
