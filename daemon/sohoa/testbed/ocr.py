@@ -185,6 +185,53 @@ def degrade_like_office_scan(image: Image.Image, seed: int, max_rotation_degrees
     return Image.open(buffer).convert("RGB")
 
 
+def stamp_seal(image: Image.Image, center: tuple[int, int], radius: int) -> Image.Image:
+    """Return ``image`` with a red round seal printed over it, multiplied like ink on paper."""
+    seal = Image.new("RGB", image.size, "white")
+    draw = ImageDraw.Draw(seal)
+    red = (210, 40, 45)
+    x, y = center
+    for ring_radius, width in ((radius, max(3, radius // 25)), (int(radius * 0.62), max(2, radius // 40))):
+        draw.ellipse((x - ring_radius, y - ring_radius, x + ring_radius, y + ring_radius), outline=red, width=width)
+    star = [
+        (x + radius * 0.3 * np.cos(np.pi / 2 + k * np.pi / 5) * (1 if k % 2 == 0 else 0.4),
+         y - radius * 0.3 * np.sin(np.pi / 2 + k * np.pi / 5) * (1 if k % 2 == 0 else 0.4))
+        for k in range(10)
+    ]
+    draw.polygon(star, fill=red)
+    font = ImageFont.truetype(str(find_font(bold=True)), max(10, radius // 7))
+    for index, letter in enumerate("SỞ GIÁO DỤC VÀ ĐÀO TẠO * TỈNH"):
+        angle = np.pi * (1.1 - index / 14.5)
+        position = (x + radius * 0.81 * np.cos(angle), y - radius * 0.81 * np.sin(angle))
+        draw.text(position, letter, font=font, fill=red, anchor="mm")
+    page = np.asarray(image.convert("RGB"), dtype=np.uint16)
+    ink = np.asarray(seal, dtype=np.uint16)
+    return Image.fromarray((page * ink // 255).astype(np.uint8))
+
+
+def degrade_like_poor_copy(image: Image.Image, seed: int, seal_center: tuple[int, int] | None = None) -> Image.Image:
+    """Return ``image`` as a poor photocopy: seal, uneven light, rotation up to 3 degrees, blur, specks, JPEG."""
+    rng = random.Random(seed)
+    if seal_center is not None:
+        image = stamp_seal(image, seal_center, radius=int(image.width * 0.085))
+
+    width, height = image.size
+    light = np.linspace(rng.uniform(0.72, 0.85), 1.0, width, dtype=np.float32)[np.newaxis, :, np.newaxis]
+    lit = Image.fromarray((np.asarray(image, dtype=np.float32) * light).astype(np.uint8))
+    rotated = lit.rotate(rng.uniform(-3.0, 3.0), resample=Image.Resampling.BICUBIC, fillcolor="white")
+    blurred = np.asarray(rotated.filter(ImageFilter.GaussianBlur(radius=rng.uniform(1.0, 1.4)))).copy()
+
+    specks = np.random.default_rng(seed)
+    count = width * height // 500
+    rows, columns = specks.integers(0, height, count), specks.integers(0, width, count)
+    blurred[rows, columns] = specks.choice([0, 255], size=(count, 1))
+
+    buffer = io.BytesIO()
+    Image.fromarray(blurred).save(buffer, format="JPEG", quality=rng.randint(60, 72))
+    buffer.seek(0)
+    return Image.open(buffer).convert("RGB")
+
+
 def calibration_pages(count: int = 4, dpi: int = 300) -> list[Image.Image]:
     """Return varied pages (fonts, sizes, text, scan quality) for quantization calibration."""
     pages = []
