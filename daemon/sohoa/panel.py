@@ -26,6 +26,12 @@ DONE_BEEP_SECONDS = 0.1
 ERROR_BEEP_SECONDS = 0.4
 ERROR_BEEP_PAUSE_SECONDS = 0.2
 ERROR_BEEP_COUNT = 3
+# A probable duplicate: two short beeps, unlike the one of a finished job and
+# the three long ones of an error, and the red LED flashes as often.
+DUPLICATE_BEEP_SECONDS = 0.1
+DUPLICATE_BEEP_PAUSE_SECONDS = 0.15
+DUPLICATE_BEEP_COUNT = 2
+DUPLICATE_FLASH_SECONDS = 0.15
 
 # LED modes (green, red) for each status.
 _LED_PATTERNS = {
@@ -110,6 +116,20 @@ class Panel:
     def beep_error(self) -> None:
         """Beep ERROR_BEEP_COUNT long beeps in the background. Does nothing without a buzzer."""
         self._beep(ERROR_BEEP_SECONDS, ERROR_BEEP_PAUSE_SECONDS, ERROR_BEEP_COUNT)
+
+    def signal_duplicate(self) -> None:
+        """Beep twice briefly and flash the red LED twice, in the background.
+
+        The red LED flashes only while it is off, because it ends off and must
+        not hide an error the red LED is showing. Without a buzzer only the LED
+        flashes.
+        """
+        with self._lock, self._translate_errors():
+            if not self.red_led.is_lit:
+                self.red_led.blink(
+                    on_time=DUPLICATE_FLASH_SECONDS, off_time=DUPLICATE_FLASH_SECONDS, n=DUPLICATE_BEEP_COUNT, background=True
+                )
+        self._beep(DUPLICATE_BEEP_SECONDS, DUPLICATE_BEEP_PAUSE_SECONDS, DUPLICATE_BEEP_COUNT)
 
     def close(self) -> None:
         """Switch everything off and release the pins, so devices can be created on them again."""
