@@ -27,6 +27,7 @@ from sohoa.config import Config
 from sohoa.errors import (
     ArchiveUnreachableError,
     DiskFullError,
+    HardwareError,
     SigningError,
     SohoaError,
     UploadError,
@@ -260,9 +261,30 @@ class Daemon:
         if job.state == "recognized":
             job = self.pipeline.build(job)
             self._set_stage("signing")
+            if job.duplicate_of:
+                self._signal_duplicate(job)
         if job.state == "built":
             job = self.pipeline.sign(job)
         return job
+
+    def _signal_duplicate(self, job) -> None:
+        """Tell staff and MQTT subscribers that a job probably duplicates an earlier one; both are kept."""
+        original = self.journal.get_job(job.duplicate_of)
+        self._event(
+            "probable_duplicate",
+            {
+                "job_id": job.id,
+                "doc_code": job.doc_code,
+                "duplicate_of_job_id": original.id,
+                "duplicate_of_doc_code": original.doc_code,
+                "reason": job.duplicate_reason,
+            },
+        )
+        if self.panel is not None:
+            try:
+                self.panel.signal_duplicate()
+            except HardwareError as exc:
+                log.error("Job %s: cannot signal the probable duplicate on the panel: %s", job.id, exc)
 
     # uploader
 
