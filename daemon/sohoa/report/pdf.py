@@ -124,6 +124,8 @@ def _write_section(pdf: FPDF, section: Section) -> None:
     pdf.set_font(FONT_FAMILY, style="B", size=11)
     pdf.multi_cell(w=0, h=7, text=section.title, new_x="LMARGIN", new_y="NEXT")
     pdf.set_font(FONT_FAMILY, size=7)
+    # The table fills cells with the current fill colour, which the chart changed.
+    pdf.set_fill_color(255, 255, 255)
     if not section.rows:
         pdf.multi_cell(w=0, h=5, text=section.empty_text, new_x="LMARGIN", new_y="NEXT")
         pdf.ln(3)
