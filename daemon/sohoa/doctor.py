@@ -238,7 +238,7 @@ def check_disk(config: Config) -> CheckResult:
     reserve = config.box.min_free_mb
     message = _("{free} MB free on {path}, reserve {reserve} MB.").format(free=free_mb, path=data_dir, reserve=reserve)
     if free_mb < reserve:
-        fix = _("Free space on {path}: make sure the archive is reachable so uploaded documents can be removed, or use a larger card.")
+        fix = _("Check with `sohoa status` that documents reach the archive, because unsent documents stay in {path}; then free space or use a larger card.")
         return CheckResult("disk", PROBLEM, message, fix.format(path=data_dir))
     return CheckResult("disk", OK, message)
 
@@ -305,7 +305,8 @@ def run_checks(config_path: Path, *, only: set[str] | None = None, timeout: floa
     return results
 
 
-def print_report(results: list[CheckResult], out=sys.stdout) -> None:
+def print_report(results: list[CheckResult], out=None) -> None:
+    out = out or sys.stdout
     width = max(len(_(label)) for label in STATUS_LABELS.values())
     for result in results:
         print(f"[{_(STATUS_LABELS[result.status]):^{width}}] {result.title}: {result.message}", file=out)
