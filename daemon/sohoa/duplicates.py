@@ -109,10 +109,11 @@ def find_duplicate(db: sqlite_utils.Database, job_id: str, fields: dict, text: s
 
 
 def _match_by_key(db: sqlite_utils.Database, job_id: str, key: str, folded: set[str]) -> DuplicateMatch | None:
+    # created_at counts whole seconds, so rowid orders the jobs created within one second.
     rows = list(
         db.query(
             "SELECT d.job_id, d.folded_text FROM search_documents d JOIN jobs ON jobs.id = d.job_id"
-            " WHERE d.duplicate_key = ? AND d.job_id != ? ORDER BY jobs.created_at, jobs.id",
+            " WHERE d.duplicate_key = ? AND d.job_id != ? ORDER BY jobs.created_at, jobs.rowid",
             [key, job_id],
         )
     )
@@ -155,7 +156,7 @@ def _text_candidates(db: sqlite_utils.Database, job_id: str, folded: set[str]) -
             "  SELECT rowid AS document_rowid, bm25(search_index) AS score FROM search_index"
             "  WHERE search_index MATCH ? ORDER BY score LIMIT ?"
             ") AS hits JOIN search_documents d ON d.rowid = hits.document_rowid JOIN jobs ON jobs.id = d.job_id"
-            " WHERE d.job_id != ? ORDER BY jobs.created_at, jobs.id",
+            " WHERE d.job_id != ? ORDER BY jobs.created_at, jobs.rowid",
             [expression, TEXT_CANDIDATES + 1, job_id],
         )
     )

@@ -354,7 +354,7 @@ def search(
         if expression is None:
             sql = (
                 "SELECT jobs.* FROM search_documents d JOIN jobs ON jobs.id = d.job_id"
-                f" WHERE 1 = 1{filters} ORDER BY jobs.created_at DESC, jobs.id DESC LIMIT ?"
+                f" WHERE 1 = 1{filters} ORDER BY jobs.created_at DESC, jobs.rowid DESC LIMIT ?"
             )
             rows = list(db.query(sql, [*params, limit]))
         else:
@@ -366,7 +366,7 @@ def search(
                 "  SELECT d2.rowid, -1e9 FROM search_documents d2 JOIN jobs j2 ON j2.id = d2.job_id"
                 "  WHERE j2.id = ? OR upper(j2.doc_code) = upper(?)"
                 ") AS hits JOIN search_documents d ON d.rowid = hits.document_rowid JOIN jobs ON jobs.id = d.job_id"
-                f" WHERE 1 = 1{filters} GROUP BY jobs.id ORDER BY min(hits.score), jobs.created_at DESC LIMIT ?"
+                f" WHERE 1 = 1{filters} GROUP BY jobs.id ORDER BY min(hits.score), jobs.created_at DESC, jobs.rowid DESC LIMIT ?"
             )
             rows = list(db.query(sql, [expression, query.strip(), query.strip(), *params, limit]))
     return [SearchResult.from_job(Job.from_row(row)) for row in rows]
