@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 from datetime import date
 from pathlib import Path
@@ -12,11 +11,11 @@ import pytest
 
 from sohoa import cli
 from sohoa import search as searchlib
+from sohoa.errors import JournalError
 from sohoa.journal import Journal
 from sohoa.search import fold, rebuild_index, search, unindexed_jobs
 from sohoa.testbed.search import pipeline_config, recognize_text, sample_text, text_pipeline
 
-SEARCH_TABLES = ("search_index", "search_documents")
 
 
 @pytest.fixture
@@ -155,7 +154,7 @@ def test_index_written_with_recognized_state(journal, pipeline, monkeypatch):
         raise sqlite3.OperationalError("disk I/O error")
 
     monkeypatch.setattr("sohoa.pipeline.index_document", fail_after_indexing)
-    with pytest.raises(Exception, match="disk I/O error"):
+    with pytest.raises(JournalError, match="disk I/O error"):
         recognize_text(pipeline, sample_text("giay-phep"))
 
     [job] = journal.jobs_in("captured")
