@@ -92,6 +92,9 @@ class Daemon:
         self._started_at = time.monotonic()
         self._threads: list[threading.Thread] = []
         self._sign_retry_at = 0.0
+        self._publish_lock = threading.RLock()
+        # The state most recently shown on the panel and sent over MQTT.
+        self.last_state: dict | None = None
         self.on_state: Callable[[dict], None] | None = None
 
     # lifecycle
@@ -387,6 +390,11 @@ class Daemon:
         }
 
     def _publish(self) -> None:
+        # Serialised, so that the panel, MQTT and last_state always end on the newest state.
+        with self._publish_lock:
+            self._publish_locked()
+
+    def _publish_locked(self) -> None:
         state = self.state()
         # systemctl status shows STATUS=; a newline would start another notify assignment.
         self._notify("STATUS=" + " ".join(state["message"].split()))
@@ -398,5 +406,6 @@ class Daemon:
                 self.panel.show("busy" if self.busy else "idle")
         if self.reporter is not None:
             self.reporter.publish_state(state)
+        self.last_state = state
         if self.on_state is not None:
             self.on_state(state)

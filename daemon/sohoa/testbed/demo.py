@@ -199,8 +199,8 @@ def wait_for_state(daemon, predicate, timeout: float) -> dict | None:
     daemon.on_state = on_state
     try:
         with condition:
-            current = daemon.state()
-            if predicate(current):
+            current = daemon.last_state
+            if current is not None and predicate(current):
                 return current
             matched = condition.wait_for(lambda: any(predicate(state) for state in seen), timeout=timeout)
             return next(state for state in seen if predicate(state)) if matched else None

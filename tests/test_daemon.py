@@ -1,0 +1,119 @@
+"""Daemon behaviour around the scan: resuming after a jam, an empty feeder, the
+disk reserve and the panel's LEDs, on the same real components as the main job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sohoa.app import build_daemon
+from sohoa.journal import Journal
+from sohoa.testbed.demo import build_testbed, load_feeder, press_button, sample_pages, wait_for_state
+
+JOB_TIMEOUT = 300
+
+
+@pytest.fixture
+def testbed(tmp_path):
+    with build_testbed(tmp_path / "bed") as bed:
+        yield bed
+
+
+@pytest.fixture
+def running(testbed):
+    daemons = []
+
+    def start():
+        daemon = build_daemon(testbed.config())
+        daemon.start()
+        daemons.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in daemons:
+        daemon.stop()
+
+
+def journal_of(testbed) -> Journal:
+    return Journal(testbed.config().journal_path)
+
+
+def test_press_after_jam_continues_document(testbed, running):
+    decision, licence = sample_pages("quyet-dinh"), sample_pages("giay-phep")
+    load_feeder(testbed.feeder_dir, decision + licence, jam_at=len(decision) + 1)
+    daemon = running()
+    press_button(daemon)
+    assert wait_for_state(daemon, lambda s: s["queue"]["interrupted"] == 1, 60) is not None
+
+    load_feeder(testbed.feeder_dir, licence)
+    press_button(daemon)
+    state = wait_for_state(daemon, lambda s: s["totals"]["documents_uploaded"] == 1, JOB_TIMEOUT)
+    assert state is not None, "the continued document did not reach the archive"
+
+    journal = journal_of(testbed)
+    jobs = journal.jobs_in("uploaded")
+    assert len(jobs) == 1
+    pages = journal.pages(jobs[0].id)
+    journal.close()
+    assert [page.seq for page in pages] == [1, 2, 3]
+    assert len({page.path for page in pages}) == 3
+    assert state["alerts"] == []
+
+
+def test_empty_feeder_makes_no_job(testbed, running):
+    load_feeder(testbed.feeder_dir, [])
+    daemon = running()
+    press_button(daemon)
+    state = wait_for_state(daemon, lambda s: s["last_error"] is not None, 60)
+    assert state is not None
+    assert state["last_error"]["code"] == "feeder_empty"
+    journal = journal_of(testbed)
+    counts = journal.state_counts()
+    journal.close()
+    assert sum(counts.values()) == 0
+
+
+def test_empty_press_finishes_interrupted_job(testbed, running):
+    load_feeder(testbed.feeder_dir, sample_pages("quyet-dinh"), jam_at=2)
+    daemon = running()
+    press_button(daemon)
+    assert wait_for_state(daemon, lambda s: s["queue"]["interrupted"] == 1, 60) is not None
+
+    load_feeder(testbed.feeder_dir, [])
+    press_button(daemon)
+    state = wait_for_state(daemon, lambda s: s["totals"]["documents_uploaded"] == 1, JOB_TIMEOUT)
+    assert state is not None
+    journal = journal_of(testbed)
+    job = journal.jobs_in("uploaded")[0]
+    journal.close()
+    assert job.page_count == 1
+
+
+def test_disk_reserve_refuses_new_scan(testbed, running):
+    testbed.rewrite_config("box", min_free_mb=10**9)
+    daemon = running()
+    press_button(daemon)
+    state = wait_for_state(daemon, lambda s: s["state"] == "alert", 60)
+    assert state is not None
+    assert state["last_error"]["code"] == "disk_full"
+    assert "MB" in state["message"]
+    journal = journal_of(testbed)
+    counts = journal.state_counts()
+    journal.close()
+    assert sum(counts.values()) == 0
+    assert len(list(Path(testbed.feeder_dir).iterdir())) == len(sample_pages())
+
+
+def test_panel_shows_idle_then_error(testbed, running):
+    daemon = running()
+    assert wait_for_state(daemon, lambda s: s["state"] == "ready", 10) is not None
+    assert daemon.panel.green_led.is_lit
+    assert not daemon.panel.red_led.is_lit
+
+    testbed.rewrite_config("box", min_free_mb=10**9)
+    daemon.config = testbed.config()
+    press_button(daemon)
+    assert wait_for_state(daemon, lambda s: s["state"] == "alert", 60) is not None
+    assert daemon.panel.red_led.is_lit
+    assert not daemon.panel.green_led.is_lit
