@@ -115,9 +115,9 @@ class PlanConfig(_Section):
     """The digitization plan: the counted paper stock and the share to digitize each year.
 
     ``inventory`` maps a document-type code to the number of paper results
-    counted at the initial stock-taking. Year ``start_year`` is the first
-    year of the plan; by the end of year N the plan expects the sum of the
-    yearly percentages from ``start_year`` to N (at most 100%) digitized.
+    counted at the initial stock-taking. ``start_year`` is the first year of
+    the plan. By the end of year N the plan expects the sum of the yearly
+    percentages from ``start_year`` to N digitized, at most 100%.
     """
 
     inventory: dict[TypeCode, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)

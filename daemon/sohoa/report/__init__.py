@@ -1,10 +1,10 @@
 """Progress toward the digitization plan: ``sohoa report``.
 
-A box summarizes its journal into a :class:`BoxSummary` (counts per document
-type and month, the plan, the queued and failed jobs); :func:`aggregate`
-turns any number of summaries into a :class:`Report`; :func:`write_report`
-renders it as a text table, CSV, XLSX or PDF. The fleet monitor feeds
-:func:`aggregate` with the summaries that boxes publish over MQTT.
+A box summarizes its journal into a :class:`BoxSummary`: counts per document
+type and month, the plan, and the queued and failed jobs. :func:`aggregate`
+turns any number of summaries into a :class:`Report`, and
+:func:`write_report` renders it as a text table, CSV, XLSX or PDF. The fleet
+monitor passes :func:`aggregate` the summaries that boxes publish over MQTT.
 """
 
 from __future__ import annotations

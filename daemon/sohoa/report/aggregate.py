@@ -240,9 +240,9 @@ def _total_row(department: str, plan: PlanSummary, year: int, rows: list[Progres
     )
 
 
-def _listed_jobs(summaries: list[BoxSummary], which: str) -> list[ListedJob]:
+def _listed_jobs(summaries: list[BoxSummary], attribute: str) -> list[ListedJob]:
     listed = [
-        ListedJob(summary.department, summary.box, job) for summary in summaries for job in getattr(summary, which)
+        ListedJob(summary.department, summary.box, job) for summary in summaries for job in getattr(summary, attribute)
     ]
     return sorted(listed, key=lambda item: (item.department, item.job.created_at, item.box, item.job.job_id))
 
@@ -256,10 +256,10 @@ def aggregate(
     """Aggregate box summaries into one report.
 
     Only the newest summary of each box counts. ``date_from`` and ``date_to``
-    select the month rows that overlap the period (whole months, because a
-    summary counts by month); a box that built its summary for a period has
-    already applied it to the day. ``year`` is the plan year to compare
-    against, by default the year in which the period ends.
+    select the month rows that overlap the period, in whole months because a
+    summary counts by month. A box that built its summary for a period has
+    already applied that period to the day. ``year`` is the plan year to
+    compare against, by default the year in which the period ends.
     """
     latest = latest_per_box(summaries)
     report_year = year if year is not None else _report_year(latest, date_to)

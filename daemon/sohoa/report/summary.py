@@ -146,7 +146,7 @@ class PlanSummary:
 
 @dataclass(frozen=True)
 class BoxSummary:
-    """What one box reports about its journal: the input of :func:`aggregate`."""
+    """Summary of one box's journal, the input of :func:`aggregate`."""
 
     site: str
     device: str
