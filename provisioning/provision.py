@@ -90,12 +90,12 @@ KNOWN_ANSWERS = set(REQUIRED_ANSWERS) | set(DEFAULT_ANSWERS) | set(FILE_ANSWERS)
 
 
 class ProvisioningError(Exception):
-    """A problem that stops provisioning; the message says what to fix."""
+    """A problem that stops provisioning; its message names the value and the fix."""
 
 
 @dataclass
 class Report:
-    """What a run changed, in the order it changed it."""
+    """The changes of one run, in the order they were made, and the count of parts already right."""
 
     changed: list[str] = field(default_factory=list)
     unchanged: int = 0

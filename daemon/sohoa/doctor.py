@@ -1,4 +1,4 @@
-"""``sohoa doctor``: check every part the box depends on and say what to fix.
+"""``sohoa doctor``: check every part the box depends on and print what to fix.
 
 Each check returns a :class:`CheckResult`: ``ok``, ``warning`` (works now but
 needs attention soon), ``problem`` (the box cannot do its job) or ``skipped``.
@@ -99,7 +99,7 @@ def check_scanner(config: Config) -> CheckResult:
         fix = _("Check scanner.source, scanner.mode, scanner.resolution and scanner.options against `scanimage --help -d DEVICE`.")
         return CheckResult("scanner", PROBLEM, exc.user_message(), fix)
     model = " ".join(part for part in (info.vendor, info.model) if part) or info.device
-    return CheckResult("scanner", OK, _("{model} answers as {device}.").format(model=model, device=info.device))
+    return CheckResult("scanner", OK, _("{model} responds as {device}.").format(model=model, device=info.device))
 
 
 def check_token(config: Config, *, now: datetime | None = None, warning_days: int = DEFAULT_CERTIFICATE_WARNING_DAYS) -> CheckResult:
@@ -165,7 +165,7 @@ def check_broker(config: Config, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) ->
     except (OSError, ssl.SSLError) as exc:
         return CheckResult("broker", PROBLEM, _("Cannot connect to the MQTT broker {where}: {detail}").format(where=where, detail=exc), fix)
     if reason is None:
-        message = _("The MQTT broker {where} did not answer within {seconds} s.").format(where=where, seconds=timeout)
+        message = _("The MQTT broker {where} did not respond within {seconds} s.").format(where=where, seconds=timeout)
         return CheckResult("broker", PROBLEM, message, fix)
     if reason:
         message = _("The MQTT broker {where} rejected the connection: {reason}.").format(where=where, reason=reason)
@@ -225,10 +225,10 @@ def check_archive(config: Config, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -
     finally:
         client.close()
     if not reachable:
-        message = _("The archive at {url} does not answer.").format(url=upload.url)
+        message = _("The archive at {url} does not respond.").format(url=upload.url)
         fix = _("Check the network and upload.url. Signed documents wait on the box and are uploaded when the archive answers again.")
         return CheckResult("archive", PROBLEM, message, fix)
-    return CheckResult("archive", OK, _("The archive at {url} answers.").format(url=upload.url))
+    return CheckResult("archive", OK, _("The archive at {url} responds.").format(url=upload.url))
 
 
 def check_disk(config: Config) -> CheckResult:
@@ -244,7 +244,7 @@ def check_disk(config: Config) -> CheckResult:
 
 
 def check_clock(*, now: datetime | None = None, read_ntp_status: Callable[[], bool | None] | None = None) -> CheckResult:
-    """Check that the clock was set at all, and whether NTP keeps it synchronized when systemd can say."""
+    """Check that the clock was set at all, and whether NTP keeps it synchronized when systemd reports it."""
     now = now or datetime.now(timezone.utc)
     read_ntp_status = read_ntp_status or read_timedatectl_ntp_status
     shown = now.astimezone().isoformat(timespec="seconds")
@@ -318,7 +318,7 @@ def print_report(results: list[CheckResult], out=None) -> None:
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("doctor", help=_("check scanner, token, models, broker, archive, disk and clock, and say what to fix"))
+    parser = subparsers.add_parser("doctor", help=_("check scanner, token, models, broker, archive, disk and clock, and print what to fix"))
     parser.add_argument("--only", action="append", choices=[name for name in CHECK_TITLES if name != "config"], help=_("run only this check; repeatable"))
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS, help=_("seconds to wait for the broker and the archive (default: %(default)s)"))
     parser.add_argument("--certificate-warning-days", type=int, default=DEFAULT_CERTIFICATE_WARNING_DAYS, help=_("warn when the signing certificate expires within this many days (default: %(default)s)"))
