@@ -23,8 +23,10 @@ from sohoa.cli import main
 from sohoa.config import Config, parse_config
 from sohoa.errors import ConfigError, ReportError
 from sohoa.journal import Journal
-from sohoa.report import BoxSummary, aggregate, build_summary, summary_topic
-from sohoa.report.summary import MAX_LISTED_JOBS, Tally, job_type_code
+from sohoa.report import BoxSummary, aggregate, build_summary, summary_topic, write_report
+from sohoa.report import summary as summary_module
+from sohoa.report.summary import Tally, job_type_code
+from sohoa.report.text import render_table
 from sohoa.testbed.mosquitto import MessageRecorder, start_mosquitto
 
 REPO = Path(__file__).resolve().parents[1]
@@ -288,15 +290,38 @@ def test_empty_journal(tmp_path):
     assert progress_of(report, None).year_target == 32
 
 
-def test_listed_jobs_capped_but_counted(tmp_path):
+def test_every_format_without_plan_or_jobs(tmp_path):
+    data = tomllib.loads(config_text(tmp_path / "data"))
+    del data["plan"]
+    report = aggregate([build_summary(None, parse_config(data), now=NOW)])
+    assert report.progress == ()
+
+    for fmt in ("table", "csv", "xlsx", "pdf"):
+        assert write_report(report, fmt, tmp_path / f"empty.{fmt}", "box-01") == tmp_path / f"empty.{fmt}"
+    assert "Chưa có kế hoạch và chưa có văn bản nào được số hóa." in (tmp_path / "empty.table").read_text(encoding="utf-8")
+    assert "chưa khai báo số lượng tồn kho" in (tmp_path / "empty.table").read_text(encoding="utf-8")
+    assert read_csv_sections((tmp_path / "empty.csv").read_text(encoding="utf-8-sig"))["Văn bản theo tháng quét"] == [
+        ["Phòng", "Loại văn bản", "Tháng", "Đã ký, chờ tải lên", "Đã tải lên", "Văn bản đã số hóa", "Trang đã số hóa", "Đang chờ", "Bị lỗi"]
+    ]
+    assert openpyxl.load_workbook(tmp_path / "empty.xlsx")["Tiến độ"]._charts == []
+    text = subprocess.run(["pdftotext", str(tmp_path / "empty.pdf"), "-"], capture_output=True, text=True, check=True, timeout=60).stdout
+    assert "Không có văn bản nào bị lỗi." in text
+
+
+def test_listed_jobs_capped_but_counted(tmp_path, monkeypatch):
+    monkeypatch.setattr(summary_module, "MAX_LISTED_JOBS", 3)
     config = make_config(tmp_path / "data")
     journal = Journal(tmp_path / "data" / "journal.sqlite")
-    specs = tuple(JobSpec(f"2026-05-01T02:{minute % 60:02d}:{minute // 60:02d}+00:00", "failed", 1) for minute in range(MAX_LISTED_JOBS + 5))
-    add_jobs(journal, specs, tmp_path / "spool")
+    specs = tuple(JobSpec(f"2026-05-01T02:{minute:02d}:00+00:00", "failed", 1) for minute in range(5))
+    ids = add_jobs(journal, specs, tmp_path / "spool")
     summary = build_summary(journal, config, now=NOW)
     journal.close()
-    assert summary.failed_total == MAX_LISTED_JOBS + 5
-    assert len(summary.failed) == MAX_LISTED_JOBS
+
+    assert summary.failed_total == 5
+    assert [job.job_id for job in summary.failed] == [ids[spec] for spec in specs[:3]]  # the oldest first
+    report = aggregate([summary])
+    assert report.failed_total == 5
+    assert "(chỉ liệt kê 3 văn bản đầu tiên)" in render_table(report)
 
 
 # The summary a box publishes, and the fleet
@@ -426,7 +451,9 @@ def test_cli_table_vietnamese_by_default(box, capsys):
     assert "Văn bản bị lỗi cần người xử lý: 1" in output
     assert "chờ ký số" in output  # the built job's state
     decisions = next(line for line in output.splitlines() if "  QĐ  " in line and "100" in line)
-    assert decisions.split()[-9:] == ["100", "3", "9", "2", "3.0", "20.0", "20", "2", "10.0"]
+    assert decisions.split()[-9:] == ["100", "3", "9", "2", "3,0", "20,0", "20", "2", "10,0"]
+    total = next(line for line in output.splitlines() if "Tất cả các loại" in line)
+    assert total.split()[-9:] == ["160", "6", "13", "5", "3,8", "20,0", "32", "5", "15,6"]
 
 
 def test_cli_table_english(box, capsys):
@@ -435,6 +462,7 @@ def test_cli_table_english(box, capsys):
     assert "Digitization progress report" in output
     assert "Period: 2026-02-01 to 2026-02-28" in output
     assert "Paper inventory" in output
+    assert "from 2026, 20.0% of the inventory a year, deadline 2030-12-31." in output
     assert "2026-01" not in output.split("Documents by month of scan")[1].split("Documents still")[0]
 
 
@@ -480,7 +508,10 @@ def test_cli_xlsx_has_values_and_chart(box, tmp_path):
     decisions = next(row for row in rows[header_index:] if row[1] == "QĐ")
     assert decisions[2:11] == (100, 3, 9, 2, 3.0, 20.0, 20, 2, 10.0)
     assert len(sheet._charts) == 1
-    assert sheet._charts[0].tagname == "barChart"
+    chart = sheet._charts[0]
+    assert chart.tagname == "barChart"
+    series_titles = [sheet[series.tx.strRef.f.split("!")[1].replace("$", "")].value for series in chart.series]
+    assert series_titles == ["% tồn kho", "% kế hoạch đến hết năm 2026"]
 
     months = list(workbook["Theo tháng"].iter_rows(values_only=True))
     assert ("Phòng Khảo thí và Quản lý chất lượng", "VB", "2026-02", 0, 2, 2, 3, 1, 0) in months

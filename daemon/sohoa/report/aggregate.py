@@ -190,8 +190,9 @@ def _progress_rows(summaries: list[BoxSummary], plans: dict[str, DepartmentPlan]
         department_rows = [
             _progress_row(department, code, plan, year, digitized, uploaded, in_year) for code in type_codes
         ]
-        rows.extend(department_rows)
-        rows.append(_total_row(department, plan, year, department_rows))
+        if department_rows:
+            rows.extend(department_rows)
+            rows.append(_total_row(department, plan, year, department_rows))
     return rows
 
 

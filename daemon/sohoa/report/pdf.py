@@ -114,7 +114,7 @@ def _draw_chart(pdf: FPDF, report: Report) -> None:
             pdf.line(planned_x, top - 0.8, planned_x, top + BAR_HEIGHT_MM + 0.8)
             pdf.set_line_width(0.2)
         pdf.set_xy(left + scale_width + 1, top)
-        pdf.cell(w=14, h=BAR_HEIGHT_MM, text=f"{format_cell(row.percent_of_inventory)}%")
+        pdf.cell(w=14, h=BAR_HEIGHT_MM, text=f"{format_cell(row.percent_of_inventory, localized=True)}%")
         pdf.set_y(top + BAR_HEIGHT_MM + BAR_GAP_MM)
     pdf.set_draw_color(0, 0, 0)
     pdf.ln(4)
@@ -142,7 +142,7 @@ def _write_section(pdf: FPDF, section: Section) -> None:
         for values in section.rows:
             row = table.row()
             for value in values:
-                row.cell(format_cell(value))
+                row.cell(format_cell(value, localized=True))
     pdf.ln(4)
 
 

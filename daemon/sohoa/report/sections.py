@@ -1,17 +1,20 @@
 """The report laid out as titled tables of cells, shared by every output format.
 
 Cells keep their type (int, float, str, None) so that the spreadsheet gets
-numbers; text formats format them with :func:`format_cell`.
+numbers. Text formats turn them into text with :func:`format_cell`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sohoa.i18n import N_, gettext as _
+from sohoa.i18n import N_, current_language, gettext as _
 from sohoa.report.aggregate import ListedJob, ProgressRow, Report
 
 Cell = int | float | str | None
+
+# Digit group and decimal marks: Vietnamese writes 12.000 and 3,5, English 12,000 and 3.5.
+NUMBER_MARKS = {"vi": str.maketrans({",": ".", ".": ","}), "en": str.maketrans({})}
 
 STATE_LABELS = {
     "scanning": N_("scanning"),
@@ -27,7 +30,7 @@ STATE_LABELS = {
 
 @dataclass(frozen=True)
 class Section:
-    """One table of the report; ``key`` names it for code (progress, months, queued, failed)."""
+    """One table of the report. ``key`` names it for code: progress, months, queued or failed."""
 
     key: str
     title: str
@@ -36,10 +39,18 @@ class Section:
     empty_text: str = ""
 
 
-def format_cell(value: Cell) -> str:
-    """Format a cell for text output: percentages with one decimal, None as empty."""
+def format_cell(value: Cell, localized: bool = False) -> str:
+    """Format a cell as text: percentages with one decimal, None as empty.
+
+    ``localized`` groups digits and picks the decimal mark of the user's
+    language, for people to read. Without it numbers stay plain, for machines.
+    """
     if value is None:
         return ""
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if is_number and localized:
+        text = f"{value:,.1f}" if isinstance(value, float) else f"{value:,}"
+        return text.translate(NUMBER_MARKS.get(current_language(), NUMBER_MARKS["en"]))
     if isinstance(value, float):
         return f"{value:.1f}"
     return str(value)
@@ -80,7 +91,7 @@ def header_lines(report: Report) -> list[str]:
             _("Plan of {department}: from {start_year}, {percent}% of the inventory a year, deadline {deadline}.").format(
                 department=entry.department,
                 start_year=plan.start_year,
-                percent=f"{plan.yearly_target_percent:g}",
+                percent=format_cell(float(plan.yearly_target_percent), localized=True),
                 deadline=plan.deadline or _("not set"),
             )
         )
@@ -115,6 +126,11 @@ def progress_section(report: Report) -> Section:
         rows=tuple(_progress_cells(row) for row in report.progress),
         empty_text=_("No plan and no digitized documents."),
     )
+
+
+# Positions, from 0, of "% of inventory" and "% planned by end of year" in a progress row.
+PROGRESS_DIGITIZED_PERCENT_INDEX = 6
+PROGRESS_PLANNED_PERCENT_INDEX = 7
 
 
 def _progress_cells(row: ProgressRow) -> tuple[Cell, ...]:

@@ -29,7 +29,7 @@ def render_section_table(section: Section) -> list[str]:
     if not section.rows:
         return lines + [section.empty_text]
 
-    cells = [[format_cell(value) for value in row] for row in section.rows]
+    cells = [[format_cell(value, localized=True) for value in row] for row in section.rows]
     numeric = [
         all(isinstance(row[index], (int, float)) or row[index] is None for row in section.rows)
         for index in range(len(section.headers))
@@ -58,7 +58,8 @@ def render_csv(report: Report) -> str:
     """Render the report as CSV, starting with a UTF-8 byte order mark.
 
     The tables follow one another: a row with the table's title, a header
-    row, the data rows, then an empty row. Numbers are written with a dot.
+    row, the data rows, then an empty row. Numbers are plain, with a dot as
+    the decimal mark and no digit grouping, in every language.
     """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")

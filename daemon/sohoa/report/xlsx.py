@@ -13,7 +13,14 @@ from openpyxl.worksheet.worksheet import Worksheet
 from sohoa.fsutil import write_atomic_with
 from sohoa.i18n import gettext as _
 from sohoa.report.aggregate import Report
-from sohoa.report.sections import Section, header_lines, report_sections, report_title
+from sohoa.report.sections import (
+    PROGRESS_DIGITIZED_PERCENT_INDEX,
+    PROGRESS_PLANNED_PERCENT_INDEX,
+    Section,
+    header_lines,
+    report_sections,
+    report_title,
+)
 
 # Excel rejects sheet names longer than 31 characters or containing []:*?/\
 SHEET_NAME_MAX = 31
@@ -39,7 +46,9 @@ def _fill_sheet(sheet: Worksheet, section: Section, first_row: int) -> int:
         sheet.cell(row=header_row, column=column, value=header).font = Font(bold=True)
     for offset, row in enumerate(section.rows, start=1):
         for column, value in enumerate(row, start=1):
-            sheet.cell(row=header_row + offset, column=column, value=value)
+            cell = sheet.cell(row=header_row + offset, column=column, value=value)
+            if isinstance(value, float):
+                cell.number_format = "0.0"
     if not section.rows:
         sheet.cell(row=header_row + 1, column=1, value=section.empty_text)
     for column, header in enumerate(section.headers, start=1):
@@ -66,8 +75,13 @@ def _add_progress_chart(sheet: Worksheet, section: Section, header_row: int, rep
     chart.y_axis.title = "%"
     chart.y_axis.scaling.min = 0
     chart.y_axis.scaling.max = 100
-    # Columns 7 and 8 are "% of inventory" and "% planned by end of year".
-    data = Reference(sheet, min_col=7, max_col=8, min_row=header_row, max_row=last_row)
+    data = Reference(
+        sheet,
+        min_col=PROGRESS_DIGITIZED_PERCENT_INDEX + 1,
+        max_col=PROGRESS_PLANNED_PERCENT_INDEX + 1,
+        min_row=header_row,
+        max_row=last_row,
+    )
     categories = Reference(sheet, min_col=label_column, min_row=header_row + 1, max_row=last_row)
     chart.add_data(data, titles_from_data=True)
     chart.set_categories(categories)
