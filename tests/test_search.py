@@ -97,9 +97,10 @@ def test_search_finds_fields(journal, documents, query, name):
 
 
 def test_search_by_doc_code_and_job_id(journal, documents):
-    job = journal.update_job(documents["giay-phep"].id, doc_code="H31.01_GP_000002_V1")
+    job = journal.update_job(documents["quyet-dinh"].id, doc_code="H31.01_QĐ_000002_V1")
 
-    assert found(journal, "h31.01_gp_000002_v1") == [job.id]
+    assert found(journal, "H31.01_QĐ_000002_V1") == [job.id]
+    assert found(journal, "h31.01_qđ_000002_v1") == [job.id]
     assert found(journal, job.id) == [job.id]
 
 

@@ -364,11 +364,13 @@ def search(
                 "  WHERE search_index MATCH ?"
                 "  UNION ALL"
                 "  SELECT d2.rowid, -1e9 FROM search_documents d2 JOIN jobs j2 ON j2.id = d2.job_id"
-                "  WHERE j2.id = ? OR upper(j2.doc_code) = upper(?)"
+                "  WHERE j2.id = ? OR j2.doc_code IN (?, ?)"
                 ") AS hits JOIN search_documents d ON d.rowid = hits.document_rowid JOIN jobs ON jobs.id = d.job_id"
                 f" WHERE 1 = 1{filters} GROUP BY jobs.id ORDER BY min(hits.score), jobs.created_at DESC, jobs.rowid DESC LIMIT ?"
             )
-            rows = list(db.query(sql, [expression, query.strip(), query.strip(), *params, limit]))
+            # SQLite's upper() changes ASCII letters only, so Python upper-cases the "đ" of a DocCode.
+            exact = query.strip()
+            rows = list(db.query(sql, [expression, exact, exact, exact.upper(), *params, limit]))
     return [SearchResult.from_job(Job.from_row(row)) for row in rows]
 
 
