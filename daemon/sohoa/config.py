@@ -105,6 +105,20 @@ class MqttConfig(_Section):
     ca_file: Path | None = None
     keepalive_seconds: int = Field(default=30, ge=5, le=3600)
     heartbeat_seconds: float = Field(default=60.0, gt=0)
+    certfile: Path | None = Field(default=None, description="PEM client certificate of this box, for brokers that require one")
+    keyfile: Path | None = Field(default=None, description="PEM private key of the client certificate")
+    homeassistant_discovery: bool = False
+    homeassistant_prefix: str = Field(default="homeassistant", pattern=r"^[^#+]+$")
+    commands_enabled: bool = Field(default=False, description="Accept scan, flush-uploads, reload and ping on the command topic")
+    commands_per_minute: int = Field(default=6, ge=1, le=600, description="Commands accepted per minute; more are rejected")
+
+    @model_validator(mode="after")
+    def _client_certificate_pair(self) -> MqttConfig:
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ValueError("certfile and keyfile go together; set both for a client certificate, or neither")
+        if self.certfile is not None and not self.tls:
+            raise ValueError("a client certificate needs tls = true")
+        return self
 
 
 # A document-type abbreviation as DocCode uses it: QĐ, GCN, VB, KHAC...
