@@ -54,3 +54,10 @@ def test_owner_identity_number():
     assert fields["OwnerName"].value == "Lê Văn Cường"
     assert fields["OwnerIdentity"].value == "035204001234"
     assert type_code(fields) == "VB"
+
+
+def test_cited_number_not_taken_as_own():
+    text = "QUYẾT ĐỊNH\nCăn cứ Quyết định số 25/2021/QĐ-UBND ngày 20 tháng 8 năm 2021;\nsố 30/2022/TT-BGDĐT của Bộ\n"
+    fields = extract_fields(text, [0.95])
+    assert fields["CodeNumber"].value is None
+    assert fields["CodeNotation"].value is None

@@ -32,7 +32,9 @@ DOCUMENT_TYPES: tuple[tuple[str, str], ...] = (
 UNKNOWN_TYPE_CODE = "KHAC"
 
 SIGNER_AUTHORITIES = ("TM.", "KT.", "TL.", "Q.", "TUQ.")
-_NUMBER = re.compile(r"\bSố\s*[:.]?\s*(\d{1,6})\s*/\s*([0-9A-ZĐ][0-9A-ZĐa-zđ.\-/]*)", re.IGNORECASE)
+# The document's own number opens its line ("Số: 15/QĐ-BNV"); a number cited in
+# the body ("... Quyết định số 25/2021/QĐ-UBND ...") does not.
+_NUMBER = re.compile(r"^\s*Số\s*[:.]?\s*(\d{1,6})\s*/\s*([0-9A-ZĐ][0-9A-ZĐa-zđ.\-/]*)")
 _DATE = re.compile(r"ngày\s+(\d{1,2})\s+tháng\s+(\d{1,2})\s+năm\s+(\d{4})", re.IGNORECASE)
 _SUBJECT = re.compile(r"^\s*(V/v|Về việc)\b.*", re.IGNORECASE)
 # Citizen identity numbers have 12 digits; the old identity cards had 9.
@@ -111,7 +113,7 @@ def extract_fields(text: str, line_confidences: list[float] | None = None) -> di
     number_index = None
     number_match = None
     for index, line in enumerate(lines):
-        number_match = _NUMBER.search(line)
+        number_match = _NUMBER.match(line)
         if number_match:
             number_index = index
             break
