@@ -21,11 +21,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sohoa import i18n
 from sohoa.cli import main
 from sohoa.config import Config, parse_config
-from sohoa.errors import ConfigError, ReportError
+from sohoa.errors import ConfigError, JournalError, ReportError
 from sohoa.journal import Journal
 from sohoa.report import BoxSummary, aggregate, build_summary, summary_topic, write_report
 from sohoa.report import summary as summary_module
-from sohoa.report.summary import Tally, job_type_code
+from sohoa.report.collect import job_type_code, read_jobs
+from sohoa.report.summary import Tally
 from sohoa.report.text import render_table
 from sohoa.testbed.mosquitto import MessageRecorder, start_mosquitto
 
@@ -166,7 +167,8 @@ def run_cli(box: Box, *arguments: str) -> int:
 
 
 def test_type_code_from_doc_code_then_fields(box):
-    types = {spec: job_type_code(box.journal.get_job(job_id)) for spec, job_id in box.ids.items()}
+    records = {record.job_id: record for record in read_jobs(box.config.journal_path)}
+    types = {spec: job_type_code(records[job_id].doc_code, records[job_id].type_name) for spec, job_id in box.ids.items()}
     assert types[JOBS[0]] == "QĐ"
     assert types[JOBS[8]] == "CV"
     assert types[JOBS[6]] == "GCN"  # no DocCode yet: from TypeName
@@ -174,7 +176,7 @@ def test_type_code_from_doc_code_then_fields(box):
 
 
 def test_summary_counts_by_type_and_month(box):
-    summary = build_summary(box.journal, box.config, now=NOW)
+    summary = build_summary(box.config, now=NOW)
     months = months_of(summary)
 
     assert set(months) == {
@@ -197,7 +199,7 @@ def test_summary_counts_by_type_and_month(box):
 
 
 def test_progress_against_inventory_and_target(box):
-    report = aggregate([build_summary(box.journal, box.config, now=NOW)])
+    report = aggregate([build_summary(box.config, now=NOW)])
     assert report.year == 2026
 
     decisions = progress_of(report, "QĐ")
@@ -235,7 +237,7 @@ def test_progress_against_inventory_and_target(box):
 
 
 def test_year_with_its_own_target(box):
-    report = aggregate([build_summary(box.journal, box.config, now=NOW)], year=2027)
+    report = aggregate([build_summary(box.config, now=NOW)], year=2027)
     decisions = progress_of(report, "QĐ")
     assert decisions.year_target == 30
     assert decisions.expected_percent == pytest.approx(50.0)
@@ -244,7 +246,7 @@ def test_year_with_its_own_target(box):
 
 
 def test_queued_and_failed_listed(box):
-    report = aggregate([build_summary(box.journal, box.config, now=NOW)])
+    report = aggregate([build_summary(box.config, now=NOW)])
     queued = [(item.job.job_id, item.job.state, item.job.type_code) for item in report.queued]
     assert queued == [
         (box.ids[JOBS[5]], "built", "VB"),
@@ -258,11 +260,11 @@ def test_queued_and_failed_listed(box):
 
 
 def test_period_uses_local_days(box):
-    february = build_summary(box.journal, box.config, date(2026, 2, 1), date(2026, 2, 28), now=NOW)
+    february = build_summary(box.config, date(2026, 2, 1), date(2026, 2, 28), now=NOW)
     assert set(months_of(february)) == {("VB", "2026-02")}
     assert months_of(february)[("VB", "2026-02")]["uploaded"] == Tally(2, 3)
 
-    january = build_summary(box.journal, box.config, date(2026, 1, 1), date(2026, 1, 31), now=NOW)
+    january = build_summary(box.config, date(2026, 1, 1), date(2026, 1, 31), now=NOW)
     assert months_of(january)[("QĐ", "2026-01")]["uploaded"] == Tally(1, 3)
     assert ("VB", "2026-01") not in months_of(january)
 
@@ -278,7 +280,7 @@ def test_period_uses_local_days(box):
 def test_empty_journal(tmp_path):
     config = make_config(tmp_path / "data")
     journal = Journal(tmp_path / "data" / "journal.sqlite")
-    summary = build_summary(journal, config, now=NOW)
+    summary = build_summary(config, now=NOW)
     journal.close()
     report = aggregate([summary])
 
@@ -290,10 +292,27 @@ def test_empty_journal(tmp_path):
     assert progress_of(report, None).year_target == 32
 
 
+def test_reads_beside_open_write_transaction(box):
+    with box.journal.transaction() as db:
+        db["jobs"].insert({"id": "uncommitted", "created_at": "2026-01-05T02:00:00+00:00", "updated_at": "x", "state": "uploaded"})
+        summary = build_summary(box.config, now=NOW)  # would wait 30 s if the write lock blocked readers
+    assert months_of(summary)[("QĐ", "2026-01")]["uploaded"] == Tally(1, 3)  # the uncommitted job is not seen
+    assert "uncommitted" in {record.job_id for record in read_jobs(box.config.journal_path)}  # and is after commit
+
+
+def test_corrupt_journal_reported(tmp_path, capsys):
+    config_path = tmp_path / "sohoa.toml"
+    config_path.write_text(config_text(tmp_path / "data"), encoding="utf-8")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "journal.sqlite").write_bytes(b"not a database" * 100)
+    assert main(["--config", str(config_path), "report"]) == JournalError.exit_status
+    assert "journal.sqlite" in capsys.readouterr().err
+
+
 def test_every_format_without_plan_or_jobs(tmp_path):
     data = tomllib.loads(config_text(tmp_path / "data"))
     del data["plan"]
-    report = aggregate([build_summary(None, parse_config(data), now=NOW)])
+    report = aggregate([build_summary(parse_config(data), now=NOW)])
     assert report.progress == ()
 
     for fmt in ("table", "csv", "xlsx", "pdf"):
@@ -314,7 +333,7 @@ def test_listed_jobs_capped_but_counted(tmp_path, monkeypatch):
     journal = Journal(tmp_path / "data" / "journal.sqlite")
     specs = tuple(JobSpec(f"2026-05-01T02:{minute:02d}:00+00:00", "failed", 1) for minute in range(5))
     ids = add_jobs(journal, specs, tmp_path / "spool")
-    summary = build_summary(journal, config, now=NOW)
+    summary = build_summary(config, now=NOW)
     journal.close()
 
     assert summary.failed_total == 5
@@ -328,7 +347,7 @@ def test_listed_jobs_capped_but_counted(tmp_path, monkeypatch):
 
 
 def test_summary_json_round_trip(box):
-    summary = build_summary(box.journal, box.config, date(2026, 1, 1), None, now=NOW)
+    summary = build_summary(box.config, date(2026, 1, 1), None, now=NOW)
     payload = summary.to_json()
     assert "QĐ".encode() in payload  # UTF-8 as it is, no \u escapes
     assert BoxSummary.from_json(payload) == summary
@@ -349,7 +368,7 @@ def test_summary_json_round_trip(box):
     ids=["text", "schema", "no-months", "bad-month", "negative", "bad-zone", "array"],
 )
 def test_malformed_summary_rejected(box, change):
-    data = json.loads(build_summary(box.journal, box.config, now=NOW).to_json())
+    data = json.loads(build_summary(box.config, now=NOW).to_json())
     changed = change(data)
     payload = changed if isinstance(changed, str) else json.dumps(changed)
     with pytest.raises(ReportError, match="Invalid box summary"):
@@ -357,19 +376,19 @@ def test_malformed_summary_rejected(box, change):
 
 
 def test_fleet_adds_boxes_of_one_department(box, tmp_path):
-    first = build_summary(box.journal, box.config, now=NOW)
-    stale = build_summary(box.journal, box.config, now=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    first = build_summary(box.config, now=NOW)
+    stale = build_summary(box.config, now=datetime(2026, 1, 1, tzinfo=timezone.utc))
 
     second_config = make_config(tmp_path / "second", device="box-02")
     second_journal = Journal(tmp_path / "second" / "journal.sqlite")
     add_jobs(second_journal, (JobSpec("2026-01-07T02:00:00+00:00", "uploaded", 6, "H31.01_QĐ_000001_V1"),), tmp_path)
-    second = build_summary(second_journal, second_config, now=NOW)
+    second = build_summary(second_config, now=NOW)
     second_journal.close()
 
     other_config = make_config(tmp_path / "other", device="box-09", department="Phòng Giáo dục Trung học")
     other_journal = Journal(tmp_path / "other" / "journal.sqlite")
     add_jobs(other_journal, (JobSpec("2026-01-08T02:00:00+00:00", "signed", 2, "H31.01_VB_000001_V1"),), tmp_path)
-    other = build_summary(other_journal, other_config, now=NOW)
+    other = build_summary(other_config, now=NOW)
     other_journal.close()
 
     report = aggregate([stale, first, second, other])
@@ -388,11 +407,11 @@ def test_fleet_adds_boxes_of_one_department(box, tmp_path):
 
 
 def test_fleet_flags_conflicting_plans(box, tmp_path):
-    first = build_summary(box.journal, box.config, now=NOW)
+    first = build_summary(box.config, now=NOW)
     changed = tomllib.loads(config_text(tmp_path / "second"))
     changed["box"]["device"] = "box-02"
     changed["plan"]["inventory"]["QĐ"] = 500
-    second = build_summary(None, parse_config(changed), now=datetime(2026, 12, 5, tzinfo=timezone.utc))
+    second = build_summary(parse_config(changed), now=datetime(2026, 12, 5, tzinfo=timezone.utc))
 
     report = aggregate([first, second])
     assert report.conflicting_plans == ("Phòng Khảo thí và Quản lý chất lượng",)
@@ -400,7 +419,7 @@ def test_fleet_flags_conflicting_plans(box, tmp_path):
 
 
 def test_fleet_month_filter(box):
-    summary = build_summary(box.journal, box.config, now=NOW)
+    summary = build_summary(box.config, now=NOW)
     report = aggregate([summary], date(2026, 2, 15), date(2026, 3, 1))
     assert {(row.type_code, row.month) for row in report.counts} == {
         ("VB", "2026-02"),
@@ -413,7 +432,7 @@ def test_fleet_month_filter(box):
 
 def test_summaries_travel_over_mqtt(box, tmp_path):
     second_config = make_config(tmp_path / "second", device="box-02")
-    summaries = [build_summary(box.journal, box.config, now=NOW), build_summary(None, second_config, now=NOW)]
+    summaries = [build_summary(box.config, now=NOW), build_summary(second_config, now=NOW)]
 
     with start_mosquitto(tmp_path / "broker") as broker:
         publisher = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="report-publisher")

@@ -19,17 +19,8 @@ from typing import TextIO
 from sohoa.errors import ReportError
 from sohoa.i18n import N_, gettext as _
 from sohoa.report.aggregate import CountRow, ProgressRow, Report, aggregate
-from sohoa.report.summary import (
-    SUMMARY_TOPIC,
-    BoxSummary,
-    JobEntry,
-    MonthCount,
-    PlanSummary,
-    Tally,
-    YearCount,
-    build_summary,
-    summarize_jobs,
-)
+from sohoa.report.collect import JobRecord, build_summary, read_jobs, summarize_jobs
+from sohoa.report.summary import SUMMARY_TOPIC, BoxSummary, JobEntry, MonthCount, PlanSummary, Tally, YearCount
 
 __all__ = [
     "FORMATS",
@@ -37,6 +28,7 @@ __all__ = [
     "BoxSummary",
     "CountRow",
     "JobEntry",
+    "JobRecord",
     "MonthCount",
     "PlanSummary",
     "ProgressRow",
@@ -48,6 +40,7 @@ __all__ = [
     "aggregate",
     "build_summary",
     "default_output",
+    "read_jobs",
     "summarize_jobs",
     "summary_topic",
     "write_report",
@@ -142,20 +135,14 @@ def write_report(report: Report, fmt: str, output: Path | None, name: str, stdou
 
 def run(args: argparse.Namespace) -> int:
     from sohoa.cli import _load
-    from sohoa.journal import Journal
 
     config = _load(args)
     check_period(args.date_from, args.date_to)
     output = Path(args.output) if args.output else None
 
-    journal = Journal(config.journal_path) if config.journal_path.exists() else None
-    try:
-        summary = build_summary(journal, config, args.date_from, args.date_to, now=datetime.now(timezone.utc))
-    finally:
-        if journal is not None:
-            journal.close()
-    if journal is None:
-        log.info("No journal at %s; reporting an empty box", config.journal_path)
+    if not config.journal_path.exists():
+        log.info("No journal at %s, so the report is empty", config.journal_path)
+    summary = build_summary(config, args.date_from, args.date_to, now=datetime.now(timezone.utc))
 
     if args.format == "json":
         payload = summary.to_json()

@@ -1,30 +1,21 @@
 """One box's compact, JSON-serialisable summary of its journal.
 
-A box builds a :class:`BoxSummary` from its journal and configuration; the
-box-side report and the fleet report are both made from summaries by
+A box builds a :class:`BoxSummary` with :func:`sohoa.report.collect.build_summary`.
+The box-side report and the fleet report are both made from summaries by
 :func:`sohoa.report.aggregate.aggregate`. The JSON payload is described in
 ``docs/reports.md``.
-
-A document counts as digitized once it is signed (state ``signed``, waiting
-for upload, or ``uploaded``). Counts are grouped by the document type (the
-type part of DocCode) and by the month in which the scan started, in the
-plan's time zone.
 """
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from sohoa import fields as fieldlib
-from sohoa.config import Config, PlanConfig
+from sohoa.config import PlanConfig
 from sohoa.errors import ReportError
 from sohoa.i18n import N_
-from sohoa.journal import Job, Journal
 
 SUMMARY_SCHEMA = 1
 DIGITIZED_STATES = ("signed", "uploaded")
@@ -320,138 +311,4 @@ def _summary_from_dict(data: object) -> BoxSummary:
         failed=tuple(_job_from_json(job) for job in data["failed"]["jobs"]),
         queued_total=int(data["queued"]["total"]),
         failed_total=int(data["failed"]["total"]),
-    )
-
-
-# Building a summary from the journal
-
-
-def job_type_code(job: Job) -> str:
-    """Return the document-type code of ``job``: DocCode's type part, else the recognized TypeName, else KHAC."""
-    if job.doc_code:
-        parts = job.doc_code.rsplit("_", 3)
-        if len(parts) == 4 and parts[1]:
-            return parts[1]
-    type_name = job.fields.get("TypeName") if isinstance(job.fields, dict) else None
-    value = type_name.get("value") if isinstance(type_name, dict) else None
-    if not isinstance(value, str) or not value:
-        return fieldlib.UNKNOWN_TYPE_CODE
-    return fieldlib.type_code({"TypeName": fieldlib.Field(value, 0.0, False)})
-
-
-def scan_date(job: Job, zone: ZoneInfo) -> date:
-    """Return the local date, in ``zone``, on which the scan of ``job`` started."""
-    started = datetime.fromisoformat(job.created_at)
-    if started.tzinfo is None:
-        started = started.replace(tzinfo=timezone.utc)
-    return started.astimezone(zone).date()
-
-
-def department_name(config: Config) -> str:
-    """Return the department the box reports for: ``box.department``, else ``box.unit``."""
-    return config.box.department or config.box.unit
-
-
-def summarize_jobs(
-    jobs: Iterable[Job],
-    config: Config,
-    date_from: date | None = None,
-    date_to: date | None = None,
-    now: datetime | None = None,
-) -> BoxSummary:
-    """Summarize ``jobs`` for the period ``date_from`` to ``date_to``, both inclusive.
-
-    Month counts cover jobs scanned within the period. Year counts cover every
-    digitized job scanned up to ``date_to``, because progress against the
-    inventory is cumulative. The queued and failed lists hold every job in
-    those states now, whatever the period, because each needs action.
-    """
-    zone = ZoneInfo(config.plan.timezone)
-    months: dict[tuple[str, str], MonthCount] = {}
-    years: dict[tuple[str, int], YearCount] = {}
-    queued: list[JobEntry] = []
-    failed: list[JobEntry] = []
-
-    for job in jobs:
-        type_code = job_type_code(job)
-        scanned = scan_date(job, zone)
-        tally = Tally(1, job.page_count)
-        if job.state in QUEUED_STATES:
-            queued.append(_entry(job, type_code))
-        elif job.state in FAILED_STATES:
-            failed.append(_entry(job, type_code))
-        if date_to is not None and scanned > date_to:
-            continue
-
-        if job.state in DIGITIZED_STATES:
-            key = (type_code, scanned.year)
-            previous = years.get(key, YearCount(type_code, scanned.year))
-            years[key] = YearCount(
-                type_code,
-                scanned.year,
-                previous.signed + (tally if job.state == "signed" else Tally()),
-                previous.uploaded + (tally if job.state == "uploaded" else Tally()),
-            )
-        if date_from is not None and scanned < date_from:
-            continue
-
-        month = f"{scanned.year:04d}-{scanned.month:02d}"
-        months[(type_code, month)] = months.get((type_code, month), MonthCount(type_code, month)) + _month_count(
-            job.state, type_code, month, tally
-        )
-
-    queued.sort(key=lambda entry: (entry.created_at, entry.job_id))
-    failed.sort(key=lambda entry: (entry.created_at, entry.job_id))
-    generated = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    return BoxSummary(
-        site=config.box.site,
-        device=config.box.device,
-        department=department_name(config),
-        generated_at=generated.isoformat(timespec="seconds"),
-        timezone=config.plan.timezone,
-        period_from=date_from.isoformat() if date_from else None,
-        period_to=date_to.isoformat() if date_to else None,
-        plan=PlanSummary.from_config(config.plan),
-        months=tuple(months[key] for key in sorted(months)),
-        years=tuple(years[key] for key in sorted(years)),
-        queued=tuple(queued[:MAX_LISTED_JOBS]),
-        failed=tuple(failed[:MAX_LISTED_JOBS]),
-        queued_total=len(queued),
-        failed_total=len(failed),
-    )
-
-
-def build_summary(
-    journal: Journal | None,
-    config: Config,
-    date_from: date | None = None,
-    date_to: date | None = None,
-    now: datetime | None = None,
-) -> BoxSummary:
-    """Summarize the journal of this box; ``journal=None`` stands for a box that has no journal yet."""
-    jobs = journal.jobs_in(*QUEUED_STATES, *DIGITIZED_STATES, *FAILED_STATES) if journal is not None else []
-    return summarize_jobs(jobs, config, date_from, date_to, now)
-
-
-def _entry(job: Job, type_code: str) -> JobEntry:
-    return JobEntry(
-        job_id=job.id,
-        doc_code=job.doc_code,
-        type_code=type_code,
-        state=job.state,
-        pages=job.page_count,
-        created_at=job.created_at,
-        error_code=job.error_code,
-        error_message=job.error_message,
-    )
-
-
-def _month_count(state: str, type_code: str, month: str, tally: Tally) -> MonthCount:
-    return MonthCount(
-        type_code,
-        month,
-        signed=tally if state == "signed" else Tally(),
-        uploaded=tally if state == "uploaded" else Tally(),
-        queued=tally if state in QUEUED_STATES else Tally(),
-        failed=tally if state in FAILED_STATES else Tally(),
     )
