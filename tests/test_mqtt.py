@@ -158,7 +158,8 @@ def test_state_retained_as_utf8_json(broker: Broker, make_reporter: Callable[...
     reporter.publish_state(VIETNAMESE_STATE)
     payload = retained_payload(broker.port, reporter.state_topic)
 
-    assert json.loads(payload.decode("utf-8")) == VIETNAMESE_STATE
+    # The reporter replaces the daemon's session with the number of the current connection.
+    assert json.loads(payload.decode("utf-8")) == {**VIETNAMESE_STATE, "session": 1}
     assert "Sẵn sàng quét".encode() in payload
 
 
@@ -239,7 +240,8 @@ def test_broker_restart_republishes_online_and_state(
     recorder.wait_for(lambda message: message.topic == reporter.state_topic, TIMEOUT)
     assert reporter.wait_connected(TIMEOUT)
     assert retained_payload(broker.port, reporter.availability_topic) == b"online"
-    assert json.loads(retained_payload(broker.port, reporter.state_topic)) == VIETNAMESE_STATE
+    assert json.loads(retained_payload(broker.port, reporter.state_topic)) == {**VIETNAMESE_STATE, "session": 2}
+    assert reporter.session == 2
 
 
 def test_start_with_broker_down_connects_later(tmp_path: Path, make_reporter: Callable[..., StatusReporter]) -> None:
@@ -356,12 +358,12 @@ def test_offline_states_keep_only_latest(tmp_path: Path, make_reporter: Callable
     port = free_port()
     reporter = make_reporter(port)
     for number in range(3):
-        reporter.publish_state({"state": "busy", "session": number})
+        reporter.publish_state({"state": "busy", "number": number})
 
     with start_mosquitto(tmp_path / "broker", port) as late_broker:
         reporter.start()
         assert reporter.wait_connected(TIMEOUT)
-        assert json.loads(retained_payload(port, reporter.state_topic)) == {"state": "busy", "session": 2}
+        assert json.loads(retained_payload(port, reporter.state_topic)) == {"state": "busy", "number": 2, "session": 1}
         reporter.stop()
 
     state_publishes = [line for line in late_broker.log_text().splitlines() if "Received PUBLISH" in line and "/state'" in line]

@@ -8,8 +8,16 @@ Topics, under ``{prefix}/{site}/{device}/``:
   ``offline`` itself, because a clean DISCONNECT discards the will.
 * ``state``: the daemon's state as retained UTF-8 JSON.
 * ``event``: job events as UTF-8 JSON, QoS 1, not retained.
+* ``command`` and ``command/reply`` (only with ``mqtt.commands_enabled``):
+  commands for the daemon's handler and one reply to each, QoS 1.
+
+With ``mqtt.homeassistant_discovery`` the reporter also publishes Home
+Assistant discovery configs (see :mod:`sohoa.mqtt_discovery`).
 
 This module only transports: the daemon builds the state and event payloads.
+The reporter adds ``session`` to every state it publishes: a counter that
+grows on every successful connect, so that a subscriber can tell a state of
+the current connection from one retained by an earlier connection.
 The client speaks MQTT 3.1.1 through paho-mqtt 2.x and runs paho's network
 thread, which reconnects with exponential backoff.
 """
@@ -19,10 +27,12 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import os
 import ssl
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
+from pathlib import Path
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -31,6 +41,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from sohoa.config import BoxConfig, MqttConfig, read_secret
 from sohoa.errors import ConfigError, MqttError
 from sohoa.i18n import N_
+from sohoa.mqtt_commands import Command, CommandRejected, CommandReply, RateLimiter, parse_command, rejection, reply_document
+from sohoa.mqtt_discovery import discovery_messages
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +55,8 @@ EVENT_QOS = 1
 # resend an unacknowledged older state after the reconnect, behind the newer
 # one, and the broker would keep the older state as the retained value.
 STATE_QOS = 0
+COMMAND_QOS = 1
+DISCOVERY_QOS = 1
 
 RECONNECT_MIN_DELAY_SECONDS = 1
 RECONNECT_MAX_DELAY_SECONDS = 60
@@ -53,6 +67,9 @@ LOGGED_PAYLOAD_CHARS = 200
 # CONNACK reason names after which retrying with the same credentials cannot
 # succeed. paho maps the MQTT 3.1.1 return codes 4 and 5 to the first two.
 _LOGIN_REJECTED_REASONS = frozenset({"Bad user name or password", "Not authorized", "Banned", "Bad authentication method"})
+
+# Runs on paho's network thread, so it must return quickly.
+CommandHandler = Callable[[Command], CommandReply]
 
 
 class StatusReporter:
@@ -65,6 +82,7 @@ class StatusReporter:
 
     def __init__(self, mqtt: MqttConfig, box: BoxConfig, client_id: str | None = None) -> None:
         self._config = mqtt
+        self._box = box
         self._base_topic = f"{mqtt.prefix.rstrip('/')}/{box.site}/{box.device}"
         self._client_id = client_id or f"sohoa-{box.site}-{box.device}"
 
@@ -84,8 +102,13 @@ class StatusReporter:
         # _state_lock orders state publishes: the republish after a connect
         # and a concurrent publish_state() must not overtake each other.
         self._state_lock = threading.Lock()
-        self._last_state: bytes | None = None
+        self._last_state: dict | None = None
         self._state_live = False
+        self._session = 0
+        self._session_counter: Callable[[], int] | None = None
+
+        self._command_handler: CommandHandler | None = None
+        self._command_limiter = RateLimiter(mqtt.commands_per_minute)
 
         self._client = self._build_client()
 
@@ -100,6 +123,41 @@ class StatusReporter:
     @property
     def event_topic(self) -> str:
         return f"{self._base_topic}/event"
+
+    @property
+    def command_topic(self) -> str:
+        return f"{self._base_topic}/command"
+
+    @property
+    def reply_topic(self) -> str:
+        return f"{self._base_topic}/command/reply"
+
+    @property
+    def homeassistant_status_topic(self) -> str:
+        return f"{self._config.homeassistant_prefix.rstrip('/')}/status"
+
+    @property
+    def session(self) -> int:
+        """The number of the current connection: 0 before the first, then growing on every successful connect."""
+        with self._state_lock:
+            return self._session
+
+    def set_session_counter(self, counter: Callable[[], int]) -> None:
+        """Use ``counter`` for the next session number instead of an in-memory count.
+
+        The daemon passes a durable counter from its journal, so that the
+        session also grows across restarts. Call before :meth:`start`. The
+        counter runs on paho's network thread at each connect.
+        """
+        self._session_counter = counter
+
+    def set_command_handler(self, handler: CommandHandler) -> None:
+        """Handle valid commands with ``handler``; ignored unless ``mqtt.commands_enabled``.
+
+        The handler runs on paho's network thread and must return quickly.
+        Call before :meth:`start`.
+        """
+        self._command_handler = handler
 
     def start(self) -> None:
         """Start connecting in paho's network thread and return at once.
@@ -166,11 +224,13 @@ class StatusReporter:
         """Publish ``state`` as retained JSON and remember it for the next reconnect.
 
         While offline, only the latest state is kept and sent on reconnect.
-        Raises MqttError if ``state`` cannot be encoded as JSON.
+        The reporter sets ``session`` in the published copy. Raises MqttError
+        if ``state`` cannot be encoded as JSON.
         """
-        payload = _encode_json(state, self.state_topic)
+        document = dict(state)
         with self._state_lock:
-            self._last_state = payload
+            payload = _encode_json({**document, "session": self._session}, self.state_topic)
+            self._last_state = document
             if self._state_live:
                 self._send(self.state_topic, payload, STATE_QOS, retain=True)
 
@@ -210,9 +270,25 @@ class StatusReporter:
         else:
             log.info("Connected to MQTT broker %s:%d", self._config.host, self._config.port)
 
+        self._start_session()
         self._send(self.availability_topic, ONLINE.encode(), AVAILABILITY_QOS, retain=True)
+        self._subscribe()
+        if self._config.homeassistant_discovery:
+            self._publish_discovery()
         self._republish_state()
         self._flush_queued_events()
+
+    def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
+        payload = bytes(message.payload)
+        log.debug("Received %s: %s", message.topic, _truncate(payload))
+        if message.topic == self.command_topic and self._config.commands_enabled:
+            self._handle_command(payload)
+        elif message.topic == self.homeassistant_status_topic and self._config.homeassistant_discovery:
+            if payload.strip() == b"online":
+                log.info("Home Assistant announced it is online, sending the discovery configs again")
+                self._publish_discovery()
+        else:
+            log.debug("Ignoring a message on %s", message.topic)
 
     def _on_connect_fail(self, client: paho.Client, userdata: object) -> None:
         with self._lock:
@@ -268,18 +344,11 @@ class StatusReporter:
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
         return client
 
     def _set_up_tls(self, client: paho.Client) -> None:
-        ca_file = self._config.ca_file
-        try:
-            client.tls_set(ca_certs=str(ca_file) if ca_file else None)
-        except (OSError, ssl.SSLError) as exc:
-            raise MqttError(
-                N_("Cannot load the MQTT CA certificates from {path}: {detail}. Check mqtt.ca_file."),
-                path=ca_file or "(system default)",
-                detail=exc,
-            ) from exc
+        set_up_tls(client, self._config)
 
     def _handle_rejected_connection(self, reason: ReasonCode) -> None:
         name = reason.getName()
@@ -301,11 +370,82 @@ class StatusReporter:
         # disconnect() from a callback ends paho's loop_forever(), so it does not reconnect.
         self._client.disconnect()
 
+    def _start_session(self) -> None:
+        if self._session_counter is None:
+            number = self._session + 1
+        else:
+            try:
+                number = int(self._session_counter())
+            except Exception:
+                log.exception("The session counter failed; counting this session in memory")
+                number = self._session + 1
+        with self._state_lock:
+            self._session = number
+        log.info("MQTT session %d started", number)
+
+    def _subscribe(self) -> None:
+        # A clean session forgets subscriptions, so subscribe again on every connect.
+        topics = []
+        if self._config.commands_enabled:
+            topics.append((self.command_topic, COMMAND_QOS))
+        if self._config.homeassistant_discovery:
+            topics.append((self.homeassistant_status_topic, DISCOVERY_QOS))
+        if not topics:
+            return
+        result, _mid = self._client.subscribe(topics)
+        if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            log.warning("Subscribing to %s failed: %s", [topic for topic, _qos in topics], paho.error_string(result))
+
+    def _publish_discovery(self) -> None:
+        messages = discovery_messages(
+            self._config.homeassistant_prefix,
+            self._box.site,
+            self._box.device,
+            state_topic=self.state_topic,
+            availability_topic=self.availability_topic,
+            heartbeat_seconds=self._config.heartbeat_seconds,
+        )
+        for topic, config in messages:
+            self._send(topic, _encode_json(config, topic), DISCOVERY_QOS, retain=True)
+        log.info("Published %d Home Assistant discovery configs", len(messages))
+
+    def _handle_command(self, payload: bytes) -> None:
+        """Validate, rate-limit and run one command, then publish the reply."""
+        command_name = None
+        request_id = None
+        try:
+            command = parse_command(payload)
+            command_name, request_id = command.name, command.request_id
+            if not self._command_limiter.allow():
+                raise CommandRejected(
+                    rejection("rate_limited", N_("Too many commands: at most {limit} a minute. Try again later."), limit=self._config.commands_per_minute),
+                    request_id,
+                )
+            reply = self._run_command(command)
+        except CommandRejected as exc:
+            request_id = request_id or exc.request_id
+            reply = exc.reply
+            log.warning("Rejected MQTT command %s (id %s): %s", command_name or "(unreadable)", request_id, exc.reply.code)
+
+        document = reply_document(command_name, request_id, reply, _utc_now_iso())
+        self._send(self.reply_topic, _encode_json(document, self.reply_topic), COMMAND_QOS, retain=False)
+
+    def _run_command(self, command: Command) -> CommandReply:
+        log.info("MQTT command %s (id %s)", command.name, command.request_id)
+        if self._command_handler is None:
+            return rejection("command_unavailable", N_("The daemon does not accept commands yet. Try again in a minute."))
+        try:
+            return self._command_handler(command)
+        except Exception:
+            log.exception("MQTT command %s (id %s) failed", command.name, command.request_id)
+            return rejection("command_failed", N_("The command {name} failed on the box. See the daemon log."), name=command.name)
+
     def _republish_state(self) -> None:
         with self._state_lock:
             self._state_live = True
             if self._last_state is not None:
-                self._send(self.state_topic, self._last_state, STATE_QOS, retain=True)
+                payload = _encode_json({**self._last_state, "session": self._session}, self.state_topic)
+                self._send(self.state_topic, payload, STATE_QOS, retain=True)
 
     def _flush_queued_events(self) -> None:
         """Send the events queued while offline, then mark the reporter connected.
@@ -366,6 +506,45 @@ class StatusReporter:
                 self.availability_topic,
                 STOP_PUBLISH_TIMEOUT_SECONDS,
             )
+
+
+def credential_path(path: Path) -> Path:
+    """Resolve a bare file name in ``$CREDENTIALS_DIRECTORY`` (systemd ``LoadCredential=``), like ``read_secret``."""
+    candidate = Path(path)
+    credentials_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not candidate.is_absolute() and credentials_dir:
+        return Path(credentials_dir) / candidate
+    return candidate
+
+
+def set_up_tls(client: paho.Client, config: MqttConfig) -> None:
+    """Verify the broker against ``ca_file`` (or the system CAs) and load the client certificate, if any.
+
+    Raises MqttError naming the files that cannot be loaded.
+    """
+    ca_file = config.ca_file
+    certfile = credential_path(config.certfile) if config.certfile else None
+    keyfile = credential_path(config.keyfile) if config.keyfile else None
+    try:
+        client.tls_set(
+            ca_certs=str(ca_file) if ca_file else None,
+            certfile=str(certfile) if certfile else None,
+            keyfile=str(keyfile) if keyfile else None,
+        )
+    except (OSError, ssl.SSLError) as exc:
+        if certfile is None:
+            raise MqttError(
+                N_("Cannot load the MQTT CA certificates from {path}: {detail}. Check mqtt.ca_file."),
+                path=ca_file or "(system default)",
+                detail=exc,
+            ) from exc
+        raise MqttError(
+            N_("Cannot load the MQTT CA certificates from {path} or the client certificate {certfile} with key {keyfile}: {detail}. Check mqtt.ca_file, mqtt.certfile and mqtt.keyfile."),
+            path=ca_file or "(system default)",
+            certfile=certfile,
+            keyfile=keyfile,
+            detail=exc,
+        ) from exc
 
 
 _PAHO_LOG = logging.getLogger(f"{__name__}.paho")
