@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
 
 from sohoa import __version__
 from sohoa.config import Config
@@ -34,7 +35,9 @@ from sohoa.errors import (
 )
 from sohoa.i18n import N_, gettext as _
 from sohoa.journal import PENDING_STATES, Journal
+from sohoa.mqtt_commands import Command, CommandReply
 from sohoa.pipeline import Pipeline
+from sohoa.sysinfo import DeviceProbe, cpu_temperature_c, digitized_counts, disk_free_mb, model_versions
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +91,9 @@ class Daemon:
         self._archive_reachable: bool | None = None
         self._last_upload: str | None = None
         self._last_scan: str | None = None
-        self._session = 0
         self._started_at = time.monotonic()
+        self._device_probe = DeviceProbe(config.scanner.device, config.signing.pkcs11_module, config.signing.token_label)
+        self._model_versions: dict[str, str] = {}
         self._threads: list[threading.Thread] = []
         self._sign_retry_at = 0.0
         self._publish_lock = threading.RLock()
@@ -103,7 +107,10 @@ class Daemon:
         from sohoa.upload import Backoff
 
         self._backoff = Backoff(self.config.upload.retry_min_seconds, self.config.upload.retry_max_seconds)
+        self._model_versions = model_versions(self.config.ocr.models_dir)
         if self.reporter is not None:
+            self.reporter.set_session_counter(lambda: self.journal.next_sequence("mqtt_session"))
+            self.reporter.set_command_handler(self.handle_command)
             self.reporter.start()
         if self._panel_factory is not None:
             self.panel = self._panel_factory(self.config.gpio, self.request_scan)
@@ -185,6 +192,9 @@ class Daemon:
                 with self._lock:
                     self._scanning = False
                 self._process_pending()
+                # On this thread, so the probe never overlaps a scan or a signature.
+                if self._device_probe.refresh_if_due():
+                    self._publish()
             except Exception:
                 log.exception("Worker step failed unexpectedly")
             finally:
@@ -348,6 +358,21 @@ class Daemon:
         if self._alerts.pop(subsystem, None) is not None:
             self._publish()
 
+    def handle_command(self, command: Command) -> CommandReply:
+        """Run a remote command from MQTT; called on the reporter's network thread, so it only sets flags."""
+        if command.name == "scan":
+            if self._scanning or self._scan_requested:
+                return CommandReply(False, "busy", _("A scan is already running; no new scan was started."))
+            self.request_scan()
+            return CommandReply(True, "scan_requested", _("Scan requested."))
+        if command.name == "flush-uploads":
+            self._backoff.reset()
+            self._upload_wake.set()
+            return CommandReply(True, "upload_woken", _("Uploading the waiting documents now."))
+        if command.name == "ping":
+            return CommandReply(True, "pong", _("The box is running."))
+        return CommandReply(False, "reload_unsupported", _("Reloading the configuration is not supported; restart the daemon."))
+
     def _event(self, name: str, payload: dict) -> None:
         if self.reporter is not None:
             self.reporter.publish_event(name, payload)
@@ -361,11 +386,13 @@ class Daemon:
             message = blocking[-1].message
         else:
             message = _(STAGE_MESSAGES.get(self._stage, STAGE_MESSAGES["idle"]))
-        free_mb = shutil.disk_usage(self.config.box.data_dir).free // (1024 * 1024) if self.config.box.data_dir.exists() else None
+        free_mb = disk_free_mb(self.config.box.data_dir)
+        alert_code = blocking[-1].code if blocking else None
         return {
             "state": lifecycle,
             "stage": self._stage,
             "message": message,
+            "alert_code": alert_code,
             "alerts": [alert.code for alert in self._alerts.values()],
             "queue": {
                 "interrupted": counts["interrupted"],
@@ -382,10 +409,16 @@ class Daemon:
             "last_scan": self._last_scan,
             "last_upload": self._last_upload,
             "totals": self.journal.totals(),
+            "digitized": digitized_counts(self.journal, ZoneInfo(self.config.plan.timezone)),
             "disk_free_mb": free_mb,
+            "cpu_temperature_c": cpu_temperature_c(),
+            "token_present": self._device_probe.token_present,
+            "scanner_present": self._device_probe.scanner_present,
             "version": __version__,
+            "models": self._model_versions,
             "uptime_seconds": int(time.monotonic() - self._started_at),
             "heartbeat": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "heartbeat_seconds": self.config.mqtt.heartbeat_seconds,
             "pid": os.getpid(),
         }
 
