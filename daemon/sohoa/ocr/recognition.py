@@ -21,6 +21,7 @@ import numpy as np
 
 LINE_HEIGHT = 32
 CROP_PAD_HEIGHTS = 0.15
+CROP_PAD_BOTTOM = 0.04
 WIDTH_STEP = 4
 MAX_CHUNK_WIDTH = 960
 # A cut is searched for between this share of MAX_CHUNK_WIDTH and MAX_CHUNK_WIDTH.
@@ -58,9 +59,11 @@ def crop_line(page: np.ndarray, quad: np.ndarray) -> np.ndarray:
 
     The rectangle is widened at both ends by CROP_PAD_HEIGHTS of its height,
     because the detector's boxes often end right at the last letter and
-    leave out a trailing full stop or comma.
+    leave out a trailing full stop or comma. It is lowered at the bottom by
+    CROP_PAD_BOTTOM of its height, because a box that ends at the baseline
+    cuts the dot below (Ộ read as Ô).
     """
-    quad = _widen(quad, CROP_PAD_HEIGHTS)
+    quad = _pad_quad(quad)
     width = max(1, int(round(np.linalg.norm(quad[1] - quad[0]))))
     height = max(1, int(round(np.linalg.norm(quad[3] - quad[0]))))
     target = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float32)
@@ -70,14 +73,20 @@ def crop_line(page: np.ndarray, quad: np.ndarray) -> np.ndarray:
     )
 
 
-def _widen(quad: np.ndarray, heights: float) -> np.ndarray:
+def _pad_quad(quad: np.ndarray) -> np.ndarray:
     top_left, top_right, bottom_right, bottom_left = quad.astype(np.float32)
-    direction = top_right - top_left
-    length = float(np.linalg.norm(direction))
-    if length == 0:
+    across = top_right - top_left
+    down = bottom_left - top_left
+    width = float(np.linalg.norm(across))
+    height = float(np.linalg.norm(down))
+    if width == 0 or height == 0:
         return quad.astype(np.float32)
-    pad = direction / length * heights * float(np.linalg.norm(bottom_left - top_left))
-    return np.array([top_left - pad, top_right + pad, bottom_right + pad, bottom_left - pad], dtype=np.float32)
+    pad_x = across / width * CROP_PAD_HEIGHTS * height
+    pad_y = down / height * CROP_PAD_BOTTOM * height
+    return np.array(
+        [top_left - pad_x, top_right + pad_x, bottom_right + pad_x + pad_y, bottom_left - pad_x + pad_y],
+        dtype=np.float32,
+    )
 
 
 def scale_to_line_height(crop: np.ndarray) -> np.ndarray:
