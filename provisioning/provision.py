@@ -288,7 +288,12 @@ def run_command(command: list[str], what: str) -> str:
 
 
 class Provisioner:
-    """Each step brings one part of the box to the state the answers describe."""
+    """Each step brings one part of the box to the state the answers describe.
+
+    NOTE: the apt-get, pip and running-system steps (install_packages,
+    install_python_package, apply_to_running_system) run only on a real box;
+    the tests provision a root prefix, which skips them.
+    """
 
     def __init__(self, root: Path, answers: dict[str, object], options: argparse.Namespace) -> None:
         self.root = root
