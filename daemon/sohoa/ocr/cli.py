@@ -31,7 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help=_("page image file (PNG, TIFF, JPEG, PNM)"))
     parser.add_argument("--format", choices=FORMATS, default="text", help=_("output format (default: text)"))
     parser.add_argument(
-        "--threads", type=int, default=defaults.threads, help=_("CPU threads per model (default: {threads})").format(threads=defaults.threads)
+        "--threads", type=_positive_int, default=defaults.threads, help=_("CPU threads per model (default: {threads})").format(threads=defaults.threads)
     )
     parser.add_argument(
         "--models", type=Path, default=defaults.models_dir, help=_("folder with manifest.json and the model files (default: {path})").format(path=defaults.models_dir)
@@ -39,11 +39,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(_("--threads must be 1 or more"))
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     """Recognize each image and print the results; return 0, or ImageError's exit status if any image failed."""
-    if args.threads < 1:
-        print(_("Error: {message}").format(message=_("--threads must be 1 or more")), file=sys.stderr)
-        return 2
     engine = OcrEngine.load(args.models, threads=args.threads)
 
     pages: list[tuple[Path, PageText]] = []

@@ -142,6 +142,8 @@ def image_to_rgb(image: Image.Image) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image.load()
+            if image.mode.startswith("I;16") or image.mode == "I":
+                return _sixteen_bit_to_rgb(image)
             if image.mode in ("RGBA", "LA", "PA"):
                 image = _flatten_alpha(image)
             elif image.mode != "RGB":
@@ -172,6 +174,18 @@ def drop_coloured_ink(rgb: np.ndarray) -> np.ndarray:
     saturation = cv2.subtract(brightest, darkest)
     # uint8 arithmetic in OpenCV saturates at 255 instead of wrapping.
     return cv2.addWeighted(brightest, 1.0, saturation, COLOUR_DROPOUT_GAIN, 0.0)
+
+
+def _sixteen_bit_to_rgb(image: Image.Image) -> np.ndarray:
+    """Scale a 16-bit grey image to 8 bits; Pillow's own conversion clips values above 255 instead.
+
+    A 32-bit integer image whose values all fit in 8 bits is taken as 8-bit.
+    """
+    values = np.asarray(image).astype(np.int64)
+    if values.max(initial=0) > 255:
+        values = values // 257
+    gray = values.clip(0, 255).astype(np.uint8)
+    return np.repeat(gray[:, :, np.newaxis], 3, axis=2)
 
 
 def _flatten_alpha(image: Image.Image) -> Image.Image:
