@@ -500,3 +500,49 @@ def publish_command(port: int, topic: str, command: dict) -> None:
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+# The fleet progress report
+
+
+def box_summary(device: str, signed: list[int], uploaded: list[int]) -> bytes:
+    summary = {
+        "schema": 1,
+        "site": "so-gd-dt",
+        "device": device,
+        "department": "Phòng Khảo thí và Quản lý chất lượng",
+        "generated_at": "2026-12-04T09:00:00+00:00",
+        "timezone": "Asia/Ho_Chi_Minh",
+        "period": {"from": None, "to": None},
+        "plan": {"inventory": {"QĐ": 100}, "start_year": 2026, "yearly_target_percent": 20.0, "yearly_targets": {}, "deadline": None},
+        "months": [{"type": "QĐ", "month": "2026-11", "signed": signed, "uploaded": uploaded, "queued": [0, 0], "failed": [0, 0]}],
+        "years": [{"type": "QĐ", "year": 2026, "signed": signed, "uploaded": uploaded}],
+        "queued": {"total": 0, "jobs": []},
+        "failed": {"total": 0, "jobs": []},
+    }
+    return json.dumps(summary, ensure_ascii=False).encode()
+
+
+def test_report_aggregates_published_summaries(broker: Broker, capsys) -> None:
+    publish_retained(
+        broker.port,
+        [
+            ("sohoa/so-gd-dt/box-01/report", box_summary("box-01", [1, 4], [2, 8])),
+            ("sohoa/so-gd-dt/box-02/report", box_summary("box-02", [0, 0], [3, 12])),
+            ("sohoa/so-gd-dt/box-03/report", b'{"schema": 99}'),
+        ],
+    )
+
+    status, output = run_monitor_cli(broker.port, "--report", "--format", "csv", "--year", "2026", capsys=capsys)
+
+    assert status == 0
+    assert "Phòng Khảo thí và Quản lý chất lượng" in output
+    # Six documents (24 pages, 5 uploaded) from the two valid boxes, of an inventory of 100.
+    assert "Phòng Khảo thí và Quản lý chất lượng,QĐ,100,6,24,5,6.0," in output
+
+
+def test_report_rejects_fleet_format(broker: Broker, capsys) -> None:
+    status = cli.main(["--lang", "en", "monitor", "--broker", f"127.0.0.1:{broker.port}", "--report", "--format", "json"])
+
+    assert status == 78
+    assert "The format json is not available here" in capsys.readouterr().err

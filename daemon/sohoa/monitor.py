@@ -43,6 +43,7 @@ RECONNECT_MIN_DELAY_SECONDS = 1
 RECONNECT_MAX_DELAY_SECONDS = 30
 STATUSES = ("ready", "busy", "alert", "stale", "offline", "unknown")
 FORMATS = ("table", "json", "csv")
+REPORT_FORMATS = ("table", "csv", "xlsx", "pdf")
 # Messages on this topic tell the monitor that the broker has delivered every
 # retained message that was queued before them; it lies outside the box topics.
 SYNC_TOPIC_PREFIX = "sohoa-monitor"
@@ -523,7 +524,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--password-file", help=_("file that holds the MQTT password"))
     parser.add_argument("--certfile", help=_("client certificate (PEM), with --keyfile"))
     parser.add_argument("--keyfile", help=_("private key of the client certificate (PEM)"))
-    parser.add_argument("--format", choices=FORMATS, default="table", help=_("output format (default: table)"))
+    parser.add_argument(
+        "--format", choices=sorted(set(FORMATS) | set(REPORT_FORMATS)), default="table", help=_("output format: table, json or csv; with --report table, csv, xlsx or pdf (default: table)")
+    )
     parser.add_argument("--once", action="store_true", help=_("print the fleet once, after the retained messages arrived, and exit"))
     parser.add_argument(
         "--wait", type=float, default=DEFAULT_WAIT_SECONDS, help=_("with --once: maximum seconds to wait for the retained messages (default: 5)")
@@ -532,7 +535,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--heartbeat", type=float, default=DEFAULT_HEARTBEAT_SECONDS, help=_("heartbeat interval in seconds for boxes that do not publish theirs (default: 60)")
     )
+    add_report_options(parser)
     parser.set_defaults(func=run)
+
+
+def add_report_options(parser: argparse.ArgumentParser) -> None:
+    from sohoa.report import parse_date
+
+    parser.add_argument("--report", action="store_true", help=_("print the fleet's progress report from the summaries the boxes publish, and exit"))
+    parser.add_argument("--from", dest="date_from", type=parse_date, metavar="DATE", help=_("with --report: first day of the period, YYYY-MM-DD"))
+    parser.add_argument("--to", dest="date_to", type=parse_date, metavar="DATE", help=_("with --report: last day of the period, YYYY-MM-DD"))
+    parser.add_argument("--year", type=int, help=_("with --report: plan year to compare against (default: the year in which the period ends)"))
+    parser.add_argument("--output", metavar="FILE", help=_("with --report: file to write (default: standard output for text, a dated file name for xlsx and pdf)"))
 
 
 def monitor_config(args: argparse.Namespace) -> MqttConfig:
@@ -557,20 +571,62 @@ def monitor_config(args: argparse.Namespace) -> MqttConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_format(args)
     config = monitor_config(args)
     password = read_secret(config.password_file, None, "MQTT password")
-    monitor = FleetMonitor(config, password=password)
+    monitor = FleetMonitor(config, password=password, include_reports=args.report)
     with monitor:
+        if args.report:
+            return _print_report(monitor, args)
         if args.once:
             return _print_once(monitor, args)
         return _run_live(monitor, args)
 
 
+def check_format(args: argparse.Namespace) -> None:
+    valid = REPORT_FORMATS if args.report else FORMATS
+    if args.format not in valid:
+        raise ConfigError(
+            N_("The format {format} is not available here; use one of {valid}."), format=args.format, valid=", ".join(valid)
+        )
+    if args.report:
+        from sohoa.report import check_period
+
+        check_period(args.date_from, args.date_to)
+
+
+def _wait_for_retained(monitor: FleetMonitor, seconds: float) -> None:
+    if monitor.wait_synced(seconds):
+        return
+    if monitor.fatal_error is not None:
+        raise monitor.fatal_error
+    log.warning("The retained messages were not confirmed within %.1f s; the output may be incomplete", seconds)
+
+
+def _print_report(monitor: FleetMonitor, args: argparse.Namespace) -> int:
+    """Aggregate the retained box summaries into the fleet's progress report."""
+    from pathlib import Path
+
+    from sohoa.errors import ReportError
+    from sohoa.report import BoxSummary, aggregate, write_report
+
+    _wait_for_retained(monitor, args.wait)
+    summaries = []
+    for box, payload in sorted(monitor.report_payloads().items()):
+        try:
+            summaries.append(BoxSummary.from_json(payload))
+        except ReportError as exc:
+            log.warning("Skipping the report summary of %s: %s", box, exc)
+    log.info("Building the fleet report from %d box summaries", len(summaries))
+    report = aggregate(summaries, args.date_from, args.date_to, args.year)
+    path = write_report(report, args.format, Path(args.output) if args.output else None, "fleet")
+    if path is not None:
+        print(_("Report written to {path}").format(path=path))
+    return 0
+
+
 def _print_once(monitor: FleetMonitor, args: argparse.Namespace) -> int:
-    if not monitor.wait_synced(args.wait):
-        if monitor.fatal_error is not None:
-            raise monitor.fatal_error
-        log.warning("The retained messages were not confirmed within %.1f s; the table may be incomplete", args.wait)
+    _wait_for_retained(monitor, args.wait)
     now = datetime.now(timezone.utc)
     sys.stdout.write(render(monitor.rows(now, args.heartbeat), args.format, now))
     return 0
