@@ -30,7 +30,8 @@ from PIL import Image, ImageDraw, ImageFont
 from sohoa.errors import ImageError, ModelError, OcrError
 from sohoa.ocr import OcrEngine, PageText, TextLine
 from sohoa.ocr import cli as ocr_cli
-from sohoa.ocr.layout import Box, reading_order
+from sohoa.ocr.detection import LineRegion
+from sohoa.ocr.layout import Box, reading_order, split_at_column_gaps
 from sohoa.ocr.models import MANIFEST_NAME
 from sohoa.ocr.recognition import MAX_CHUNK_WIDTH
 from sohoa.testbed.ocr import (
@@ -223,6 +224,20 @@ def test_reading_order_two_column_band():
         Box(300, 470, 1500, 520),  # 6 body line
     ]
     assert reading_order(boxes) == [1, 3, 4, 0, 2, 5, 6]
+
+
+def test_joined_columns_split_at_gutter():
+    probability = np.zeros((100, 1000), dtype=np.float32)
+    probability[40:60, 50:400] = 0.9  # left column text
+    probability[40:60, 500:950] = 0.9  # right column text, 100 px (2.5 region heights) away
+    probability[40:60, 120:135] = 0.0  # a word space, under one height
+    quad = np.array([[40, 30], [960, 30], [960, 70], [40, 70]], dtype=np.float32)
+
+    parts = split_at_column_gaps(LineRegion(quad=quad, score=0.9), probability)
+
+    assert len(parts) == 2
+    assert parts[0].quad[1][0] < 450
+    assert parts[1].quad[0][0] > 450
 
 
 def test_reading_order_single_column():

@@ -19,8 +19,8 @@ import numpy as np
 
 from sohoa.ocr.detection import PIXEL_THRESHOLD, LineRegion
 
-# A gap in a region wider than this many region heights separates two columns;
-# word spaces in a line are well under one height.
+# A gap in a region wider than this many region heights separates two columns.
+# Word spaces in a line are well under one height.
 COLUMN_GAP_HEIGHTS = 1.2
 # Two boxes are on one row when they overlap vertically by this share of the
 # shorter box's height.
