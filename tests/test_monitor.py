@@ -546,3 +546,85 @@ def test_report_rejects_fleet_format(broker: Broker, capsys) -> None:
 
     assert status == 78
     assert "The format json is not available here" in capsys.readouterr().err
+
+
+# Client certificates
+
+
+def write_client_certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """Create a client CA and a client certificate it signed; return (ca, certificate, key) PEM paths."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sohoa test client CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client_cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "so-gd-dt-box-01")]))
+        .issuer_name(ca_name)
+        .public_key(client_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = (folder / "client-ca.pem", folder / "box.pem", folder / "box.key")
+    paths[0].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(client_cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(client_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    paths[2].chmod(0o600)
+    return paths
+
+
+def test_client_certificate_login(tmp_path: Path, make_reporter: Callable[..., StatusReporter], monkeypatch) -> None:
+    client_ca, certfile, keyfile = write_client_certificates(tmp_path / "client")
+    with start_mosquitto(tmp_path / "broker", tls=True) as tls_broker:
+        # The broker verifies clients against the client CA and rejects a TLS handshake without a certificate.
+        lines = [line for line in tls_broker.config_path.read_text().splitlines() if not line.startswith("cafile ")]
+        lines += [f"cafile {client_ca}", "require_certificate true"]
+        tls_broker.config_path.write_text("\n".join(lines) + "\n")
+        tls_broker.restart()
+
+        # Bare names are looked up in $CREDENTIALS_DIRECTORY, as systemd's LoadCredential= provides them.
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(certfile.parent))
+        with_certificate = make_reporter(
+            box_config(tmp_path), port=tls_broker.port, tls=True, ca_file=tls_broker.ca_file, certfile=Path("box.pem"), keyfile=Path("box.key")
+        )
+        with_certificate.start()
+        assert with_certificate.wait_connected(TIMEOUT)
+
+        without_certificate = make_reporter(box_config(tmp_path, "box-02"), port=tls_broker.port, tls=True, ca_file=tls_broker.ca_file)
+        without_certificate.start()
+        # Waiting is the only way to observe a connection that never comes up.
+        assert not without_certificate.wait_connected(3.0)
+
+
+def test_client_certificate_missing_file(tmp_path: Path) -> None:
+    config = MqttConfig(tls=True, certfile=tmp_path / "absent.pem", keyfile=tmp_path / "absent.key")
+
+    with pytest.raises(MqttError, match="absent.pem"):
+        StatusReporter(config, box_config(tmp_path))
+
+
+def test_client_certificate_needs_key_and_tls() -> None:
+    with pytest.raises(ValueError, match="certfile and keyfile go together"):
+        MqttConfig(tls=True, certfile=Path("box.pem"))
+    with pytest.raises(ValueError, match="needs tls = true"):
+        MqttConfig(certfile=Path("box.pem"), keyfile=Path("box.key"))
