@@ -71,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
 def open_image(path: Path) -> Image.Image:
     """Open an image file, translating Pillow's errors into ImageError."""
     try:
-        image = Image.open(path)
-        image.load()
+        with Image.open(path) as image:
+            image.load()
     except FileNotFoundError as exc:
         raise ImageError(N_("Image file {path} not found"), path=path) from exc
     except UnidentifiedImageError as exc:
@@ -91,6 +91,8 @@ def format_pages(pages: list[tuple[Path, PageText]], output_format: str, version
         return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
     if output_format == "hocr":
         return format_hocr(pages)
+    if not pages:
+        return ""
     return f"\n{PAGE_SEPARATOR}\n".join(page.text for _, page in pages) + "\n"
 
 
