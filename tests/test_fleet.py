@@ -53,8 +53,8 @@ def state_of(number: int, round_number: int) -> bytes:
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
     running = start_mosquitto(tmp_path / "broker")
-    # mosquitto drops QoS 1 messages beyond 1000 queued per client by default;
-    # the burst below is larger, and a dropped final state would fail the test.
+    # By default mosquitto drops QoS 1 messages beyond 1000 queued per client.
+    # The burst below is larger, and a dropped final state would fail the test.
     with running.config_path.open("a", encoding="utf-8") as config:
         config.write("max_queued_messages 0\n")
     running.restart()

@@ -4,8 +4,8 @@ Subscribes to the availability, state and event topics of every box under a
 prefix and shows one row per box: its status, the age of its last heartbeat,
 its backlog, its last error and what it has digitized. A box is ``stale`` when
 its last heartbeat is older than STALE_HEARTBEATS heartbeat intervals, even if
-its retained availability still says ``online``: a hung daemon keeps its
-connection, and a retained ``online`` outlives a broker that lost the will.
+its retained availability is still ``online``: a hung daemon keeps its
+connection, so the broker publishes no will for it.
 
 Heartbeat ages compare the box's clock with the monitor's, so both need NTP.
 """
@@ -44,8 +44,9 @@ RECONNECT_MAX_DELAY_SECONDS = 30
 STATUSES = ("ready", "busy", "alert", "stale", "offline", "unknown")
 FORMATS = ("table", "json", "csv")
 REPORT_FORMATS = ("table", "csv", "xlsx", "pdf")
-# Messages on this topic tell the monitor that the broker has delivered every
-# retained message that was queued before them; it lies outside the box topics.
+# The monitor publishes to this topic after subscribing. Its message arrives
+# after the retained messages queued before it, so it marks their end. The
+# topic lies outside the box topics.
 SYNC_TOPIC_PREFIX = "sohoa-monitor"
 _LOGIN_REJECTED_REASONS = frozenset({"Bad user name or password", "Not authorized", "Banned", "Bad authentication method"})
 
@@ -61,7 +62,7 @@ STATUS_LABELS = {
 
 @dataclass
 class BoxRecord:
-    """What the monitor has received from one box."""
+    """The latest messages received from one box."""
 
     site: str
     device: str
@@ -283,7 +284,7 @@ class FleetMonitor:
             return self._changed.wait_for(lambda: self._synced or self._fatal_error is not None, timeout) and self._synced
 
     def records_unlocked(self) -> dict[tuple[str, str], BoxRecord]:
-        """The live records by (site, device); only for predicates of :meth:`wait_until`."""
+        """Return the live records by (site, device); only for predicates of :meth:`wait_until`."""
         return self._records
 
     def rows(self, now: datetime | None = None, default_heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS) -> list[BoxRow]:
@@ -294,7 +295,7 @@ class FleetMonitor:
             return [build_row(record, now, default_heartbeat_seconds) for record in records]
 
     def report_payloads(self) -> dict[str, bytes]:
-        """The retained report summaries by box ("site/device"), when started with ``include_reports``."""
+        """Return the retained report summaries by box ("site/device"), when started with ``include_reports``."""
         with self._lock:
             return {f"{site}/{device}": payload for (site, device), payload in self._reports.items()}
 
@@ -521,7 +522,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tls", action="store_true", default=None, help=_("connect with TLS"))
     parser.add_argument("--ca-file", help=_("CA certificates that verify the broker (PEM)"))
     parser.add_argument("--username", help=_("MQTT user name"))
-    parser.add_argument("--password-file", help=_("file that holds the MQTT password"))
+    parser.add_argument("--password-file", help=_("file that contains the MQTT password"))
     parser.add_argument("--certfile", help=_("client certificate (PEM), with --keyfile"))
     parser.add_argument("--keyfile", help=_("private key of the client certificate (PEM)"))
     parser.add_argument(

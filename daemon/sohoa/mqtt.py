@@ -384,7 +384,7 @@ class StatusReporter:
         log.info("MQTT session %d started", number)
 
     def _subscribe(self) -> None:
-        # A clean session forgets subscriptions, so subscribe again on every connect.
+        # The broker drops the subscriptions of a clean session, so subscribe again on every connect.
         topics = []
         if self._config.commands_enabled:
             topics.append((self.command_topic, COMMAND_QOS))

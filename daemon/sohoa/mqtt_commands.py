@@ -38,7 +38,7 @@ class CommandReply:
 
 
 class CommandRejected(Exception):
-    """A command payload that is not valid; ``reply`` says why, ``request_id`` is copied when it was readable."""
+    """An invalid command payload. ``reply`` contains the reason, and ``request_id`` the id when it was readable."""
 
     def __init__(self, reply: CommandReply, request_id: str | None = None) -> None:
         super().__init__(reply.message)

@@ -1,6 +1,6 @@
 """Cheap facts about the box for the status report: temperature, disk, devices, models, counts.
 
-Nothing here holds the scanner or the token: the device probe only lists
+Nothing here opens the scanner or logs in to the token: the device probe only lists
 SANE devices and PKCS#11 token labels, and the daemon runs it on its worker
 thread between jobs, at most once per DEVICE_PROBE_INTERVAL_SECONDS.
 """
@@ -97,7 +97,7 @@ def list_token_labels(module_path: Path) -> list[str] | None:
     """Return the labels of the tokens present in PKCS#11 module ``module_path``, or None when it cannot tell.
 
     Opens no session and does not log in. Returns None without waiting when
-    the signing code holds the module, because unloading a module while
+    the signing code is using the module, because unloading a module while
     another thread uses it would break that thread's session.
     """
     import PyKCS11
