@@ -72,6 +72,7 @@ DEFAULT_ANSWERS: dict[str, object] = {
     "broker_username": "",
     "broker_prefix": "sohoa",
     "data_device": "",
+    "buzzer_pin": "",
 }
 # Secrets copied into CREDENTIALS_DIR: answer key, credential name, whether the unit needs it to start.
 CREDENTIALS = (
@@ -154,6 +155,9 @@ def check_answers(answers: dict[str, object]) -> list[str]:
             int(answers[key])
         except (TypeError, ValueError):
             problems.append(f"{key}: {answers[key]!r} is not a whole number")
+    buzzer_pin = str(answers.get("buzzer_pin", ""))
+    if buzzer_pin and not (buzzer_pin.isdigit() and int(buzzer_pin) <= 27):
+        problems.append(f"buzzer_pin: {buzzer_pin!r} is not a BCM pin number from 0 to 27")
     if str(answers["broker_tls"]).lower() not in ("true", "false"):
         problems.append(f"broker_tls: {answers['broker_tls']!r} is not true or false")
     for key in FILE_ANSWERS:
@@ -171,6 +175,7 @@ def normalize_answers(answers: dict[str, object]) -> dict[str, object]:
         normalized[key] = int(answers[key])
     normalized["broker_tls"] = str(answers["broker_tls"]).lower() == "true"
     normalized["key_id"] = str(answers["key_id"]).lower()
+    normalized["buzzer_pin"] = int(answers["buzzer_pin"]) if str(answers["buzzer_pin"]) else ""
     return normalized
 
 
@@ -437,6 +442,7 @@ class Provisioner:
         values["data_dir"] = str(DATA_DIR)
         values["models_dir"] = str(MODELS_DIR)
         values["scanner_source_line"] = _optional_line("source", self.answers["scanner_source"])
+        values["buzzer_line"] = _optional_line("buzzer_pin", self.answers["buzzer_pin"])
         values["trust_roots"] = [str(CA_DIR / "signing-root.pem")] if self.has_certificate("trust_root_file", "signing-root.pem") else []
         values["archive_ca_line"] = _optional_line("ca_file", self.ca_path("archive_ca_file", "archive-ca.pem"))
         values["broker_ca_line"] = _optional_line("ca_file", self.ca_path("broker_ca_file", "broker-ca.pem"))

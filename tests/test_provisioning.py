@@ -143,6 +143,7 @@ def test_config_rendered_and_valid(provisioned):
     assert config.mqtt.port == 8883
     assert config.mqtt.tls is True
     assert config.ocr.models_dir == Path("/opt/sohoa/models")
+    assert config.gpio.buzzer_pin is None
 
 
 def test_config_mode_and_group(provisioned):
@@ -218,7 +219,7 @@ def test_data_partition_and_broker_password(tmp_path):
     password = tmp_path / "mqtt-password"
     password.write_text("broker-secret\n", encoding="utf-8")
     answers = write_answers(
-        tmp_path, data_device="LABEL=sohoa-data", broker_username="box-07", broker_password_file=str(password), broker_port=1883, broker_tls=False
+        tmp_path, data_device="LABEL=sohoa-data", buzzer_pin=23, broker_username="box-07", broker_password_file=str(password), broker_port=1883, broker_tls=False
     )
 
     result = provision(root, answers)
@@ -235,6 +236,7 @@ def test_data_partition_and_broker_password(tmp_path):
     assert config.mqtt.username == "box-07"
     assert config.mqtt.password_file == Path("mqtt-password")
     assert config.mqtt.tls is False
+    assert config.gpio.buzzer_pin == 23
 
 
 def test_invalid_answers_change_nothing(tmp_path):
