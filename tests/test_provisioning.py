@@ -270,3 +270,24 @@ def test_root_prefix_needs_skip_flags(tmp_path):
 
     assert result.returncode == 1
     assert "--skip-packages and --skip-python" in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is missing: install the Debian package systemd")
+def test_provisioned_units_verify(tmp_path):
+    root = tmp_path / "root"
+    password = tmp_path / "mqtt-password"
+    password.write_text("broker-secret\n", encoding="utf-8")
+    answers = write_answers(tmp_path, data_device="LABEL=sohoa-data", broker_username="box-07", broker_password_file=str(password))
+    assert provision(root, answers).returncode == 0
+    shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
+    # verify checks that ExecStart= names an executable; --skip-python left the venv out.
+    executable = root / "opt/sohoa/.venv/bin/sohoa"
+    executable.parent.mkdir(parents=True)
+    executable.write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")
+    executable.chmod(0o755)
+
+    command = ["systemd-analyze", "verify", f"--root={root}", "--man=no", "--generators=no", "sohoa.service", "var-lib-sohoa.mount"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "", result.stderr
