@@ -169,6 +169,16 @@ def test_broker_down(bed, tmp_path):
     assert "Cannot connect to the MQTT broker" in result.message
 
 
+def test_broker_client_certificate_missing(bed, tmp_path):
+    path = config_with(bed, tmp_path, "mqtt", tls=True, certfile=str(tmp_path / "absent.pem"), keyfile=str(tmp_path / "absent.key"))
+
+    result = by_check(doctor.run_checks(path, only={"broker"}, timeout=5))["broker"]
+
+    assert result.status == doctor.PROBLEM
+    assert "absent.pem" in result.message
+    assert "certificate and key files" in result.fix
+
+
 def test_disk_below_reserve(bed, tmp_path):
     path = config_with(bed, tmp_path, "box", min_free_mb=10**9)
 

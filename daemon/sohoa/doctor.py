@@ -27,6 +27,7 @@ from sohoa.config import Config
 from sohoa.errors import (
     ConfigError,
     KeyNotFoundError,
+    MqttError,
     PinError,
     ScannerNotFoundError,
     SohoaError,
@@ -162,6 +163,8 @@ def check_broker(config: Config, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) ->
         reason = _connect_to_broker(config, timeout)
     except ConfigError as exc:
         return CheckResult("broker", PROBLEM, exc.user_message(), _("Correct the [mqtt] section and the password credential."))
+    except MqttError as exc:
+        return CheckResult("broker", PROBLEM, exc.user_message(), _("Install the certificate and key files that the [mqtt] section names."))
     except (OSError, ssl.SSLError) as exc:
         return CheckResult("broker", PROBLEM, _("Cannot connect to the MQTT broker {where}: {detail}").format(where=where, detail=exc), fix)
     if reason is None:
@@ -179,6 +182,7 @@ def _connect_to_broker(config: Config, timeout: float) -> str | None:
     from paho.mqtt.enums import CallbackAPIVersion
 
     from sohoa.config import read_secret
+    from sohoa.mqtt import set_up_tls
 
     mqtt = config.mqtt
     client = paho.Client(
@@ -192,7 +196,7 @@ def _connect_to_broker(config: Config, timeout: float) -> str | None:
     if mqtt.username:
         client.username_pw_set(mqtt.username, password)
     if mqtt.tls:
-        client.tls_set(ca_certs=str(mqtt.ca_file) if mqtt.ca_file else None)
+        set_up_tls(client, mqtt)
 
     answered = threading.Event()
     outcome: list[str] = []
