@@ -79,12 +79,14 @@ CREDENTIALS = (
     ("token_pin_file", "token-pin", True),
     ("archive_token_file", "archive-token", True),
     ("broker_password_file", "mqtt-password", False),
+    ("broker_keyfile", "mqtt-client-key", False),
 )
 # Certificates copied into CA_DIR: answer key, file name.
 CERTIFICATES = (
     ("trust_root_file", "signing-root.pem"),
     ("archive_ca_file", "archive-ca.pem"),
     ("broker_ca_file", "broker-ca.pem"),
+    ("broker_certfile", "broker-client.pem"),
 )
 FILE_ANSWERS = tuple(key for key, _, _ in CREDENTIALS) + tuple(key for key, _ in CERTIFICATES)
 KNOWN_ANSWERS = set(REQUIRED_ANSWERS) | set(DEFAULT_ANSWERS) | set(FILE_ANSWERS)
@@ -166,6 +168,10 @@ def check_answers(answers: dict[str, object]) -> list[str]:
             problems.append(f"{key}: file {source} not found")
     if answers.get("broker_password_file") and not answers.get("broker_username"):
         problems.append("broker_password_file: set broker_username too, because MQTT 3.1.1 sends a password only with a user name")
+    if bool(answers.get("broker_certfile")) != bool(answers.get("broker_keyfile")):
+        problems.append("broker_certfile, broker_keyfile: give both for a client certificate, or neither")
+    if answers.get("broker_certfile") and str(answers["broker_tls"]).lower() != "true":
+        problems.append("broker_certfile: a client certificate needs broker_tls = true")
     return problems
 
 
@@ -373,10 +379,12 @@ class Provisioner:
         else:
             self.tree.ensure_absent(mount_unit)
 
-        drop_in = DROP_IN_DIR / "mqtt-password.conf"
-        if self.has_credential("broker_password_file", "mqtt-password"):
-            content = f"[Service]\nLoadCredential=mqtt-password:{CREDENTIALS_DIR / 'mqtt-password'}\n"
-            self.tree.ensure_file(drop_in, content.encode(), 0o644)
+        # The unit loads only the credentials every box has; a drop-in adds the optional ones present.
+        drop_in = DROP_IN_DIR / "credentials.conf"
+        optional = [name for key, name, required in CREDENTIALS if not required and self.has_credential(key, name)]
+        if optional:
+            lines = [f"LoadCredential={name}:{CREDENTIALS_DIR / name}" for name in optional]
+            self.tree.ensure_file(drop_in, ("[Service]\n" + "\n".join(lines) + "\n").encode(), 0o644)
         else:
             self.tree.ensure_absent(drop_in)
 
@@ -449,6 +457,9 @@ class Provisioner:
         values["broker_username_line"] = _optional_line("username", self.answers["broker_username"])
         has_password = self.has_credential("broker_password_file", "mqtt-password")
         values["broker_password_line"] = _optional_line("password_file", "mqtt-password" if has_password else "")
+        values["broker_certfile_line"] = _optional_line("certfile", self.ca_path("broker_certfile", "broker-client.pem"))
+        has_client_key = self.has_credential("broker_keyfile", "mqtt-client-key")
+        values["broker_keyfile_line"] = _optional_line("keyfile", "mqtt-client-key" if has_client_key else "")
 
         content = render_template("sohoa.toml.in", values, toml=True)
         owner = (0, read_account_ids(self.root, SERVICE_USER)[1])

@@ -229,7 +229,7 @@ def test_data_partition_and_broker_password(tmp_path):
     assert "What=LABEL=sohoa-data" in mount
     assert "Where=/var/lib/sohoa" in mount
     assert (root / "etc/systemd/system/local-fs.target.wants/var-lib-sohoa.mount").is_symlink()
-    drop_in = (root / "etc/systemd/system/sohoa.service.d/mqtt-password.conf").read_text(encoding="utf-8")
+    drop_in = (root / "etc/systemd/system/sohoa.service.d/credentials.conf").read_text(encoding="utf-8")
     assert "LoadCredential=mqtt-password:/etc/sohoa/credentials/mqtt-password" in drop_in
     assert mode(root / "etc/sohoa/credentials/mqtt-password") == 0o600
     config = load_config(root / "etc/sohoa/sohoa.toml")
@@ -237,6 +237,36 @@ def test_data_partition_and_broker_password(tmp_path):
     assert config.mqtt.password_file == Path("mqtt-password")
     assert config.mqtt.tls is False
     assert config.gpio.buzzer_pin == 23
+
+
+def test_broker_client_certificate(tmp_path):
+    root = tmp_path / "root"
+    certificate = tmp_path / "box-07.pem"
+    certificate.write_text("-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n", encoding="utf-8")
+    key = tmp_path / "box-07.key"
+    key.write_text("-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n", encoding="utf-8")
+    answers = write_answers(tmp_path, broker_certfile=str(certificate), broker_keyfile=str(key))
+
+    result = provision(root, answers)
+
+    assert result.returncode == 0, result.stderr
+    config = load_config(root / "etc/sohoa/sohoa.toml")
+    assert config.mqtt.certfile == Path("/etc/sohoa/ca/broker-client.pem")
+    assert config.mqtt.keyfile == Path("mqtt-client-key")
+    assert mode(root / "etc/sohoa/credentials/mqtt-client-key") == 0o600
+    assert (root / "etc/sohoa/ca/broker-client.pem").read_bytes() == certificate.read_bytes()
+    drop_in = (root / "etc/systemd/system/sohoa.service.d/credentials.conf").read_text(encoding="utf-8")
+    assert drop_in == "[Service]\nLoadCredential=mqtt-client-key:/etc/sohoa/credentials/mqtt-client-key\n"
+
+
+def test_client_key_without_certificate_rejected(tmp_path):
+    key = tmp_path / "box-07.key"
+    key.write_text("key\n", encoding="utf-8")
+
+    result = provision(tmp_path / "root", write_answers(tmp_path, broker_keyfile=str(key)))
+
+    assert result.returncode == 1
+    assert "give both for a client certificate" in result.stderr
 
 
 def test_invalid_answers_change_nothing(tmp_path):
