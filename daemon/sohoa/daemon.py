@@ -206,6 +206,7 @@ class Daemon:
         try:
             self._check_disk()
         except DiskFullError as exc:
+            self._end_scan()
             self._raise_alert("disk", exc)
             return
         self._clear_alert("disk")
@@ -213,9 +214,12 @@ class Daemon:
         try:
             result = self.pipeline.acquire()
         except SohoaError as exc:
+            self._end_scan()
             self._raise_alert("scanner", exc)
             self._event("job_failed", {"code": exc.code, "message": exc.user_message()})
             return
+        finally:
+            self._end_scan()
         self._last_scan = datetime.now(timezone.utc).isoformat(timespec="seconds")
         if result.error is not None:
             self._raise_alert("scanner", result.error)
@@ -226,6 +230,11 @@ class Daemon:
             return
         self._clear_alert("scanner")
         log.info("Job %s: %d pages captured", result.job.id, result.job.page_count)
+
+    def _end_scan(self) -> None:
+        """Accept presses again; done before an alert is shown, so a press that answers the alert counts."""
+        with self._lock:
+            self._scanning = False
 
     def _check_disk(self) -> None:
         data_dir = self.config.box.data_dir
