@@ -13,6 +13,10 @@ the pages are kept and the next button press continues the same document) and
 ``failed`` (a step failed in a way that needs a person; ``error_code`` says why).
 A job waiting on something outside the box (a missing token, an unreachable
 archive) keeps its state and carries the reason in ``error_code``.
+
+With ``manifests_dir`` set, every change of a job also rewrites
+``<manifests_dir>/<job id>/manifest.json`` atomically: a copy of the job's row
+and pages from which :mod:`sohoa.recovery` rebuilds a corrupt journal.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pathlib import Path
 import sqlite_utils
 
 from sohoa.errors import JournalError
+from sohoa.fsutil import write_atomic
 from sohoa.i18n import N_
 from sohoa.search import create_search_schema
 
@@ -39,6 +44,7 @@ log = logging.getLogger(__name__)
 JOB_STATES = ("scanning", "interrupted", "captured", "recognized", "built", "signed", "uploaded", "failed")
 # States that still need work on the box before upload.
 PENDING_STATES = ("captured", "recognized", "built")
+MANIFEST_NAME = "manifest.json"
 
 
 def utc_now() -> str:
@@ -64,6 +70,8 @@ class Job:
     # The earlier job this one probably duplicates, and why (see sohoa.duplicates).
     duplicate_of: str | None = None
     duplicate_reason: str | None = None
+    # When the retention purge removed the job's spool folder (see sohoa.retention).
+    purged_at: str | None = None
 
     @classmethod
     def from_row(cls, row: dict) -> Job:
@@ -84,6 +92,7 @@ class Job:
             upload_attempts=row["upload_attempts"],
             duplicate_of=row.get("duplicate_of"),
             duplicate_reason=row.get("duplicate_reason"),
+            purged_at=row.get("purged_at"),
         )
 
 
@@ -103,9 +112,10 @@ class Page:
 class Journal:
     """SQLite journal in WAL mode with ``synchronous=FULL``, shared by the daemon's threads."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, manifests_dir: Path | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.manifests_dir = Path(manifests_dir) if manifests_dir is not None else None
         self._lock = threading.RLock()
         try:
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
@@ -164,7 +174,7 @@ class Journal:
             if "counters" not in self.db.table_names():
                 self.db["counters"].create({"name": str, "value": int}, pk="name")
             # Journals written before duplicate detection lack these columns.
-            for column in ("duplicate_of", "duplicate_reason"):
+            for column in ("duplicate_of", "duplicate_reason", "purged_at"):
                 if column not in self.db["jobs"].columns_dict:
                     self.db["jobs"].add_column(column, str)
             create_search_schema(self.db)
@@ -190,6 +200,7 @@ class Journal:
         with self.transaction() as db:
             db["jobs"].insert({"id": job_id, "created_at": now, "updated_at": now, "state": "scanning"})
         log.info("Job %s created", job_id)
+        self.write_manifest(job_id)
         return self.get_job(job_id)
 
     def get_job(self, job_id: str) -> Job:
@@ -208,6 +219,7 @@ class Journal:
         changes["updated_at"] = utc_now()
         with self.transaction() as db:
             db["jobs"].update(job_id, changes)
+        self.write_manifest(job_id)
         return self.get_job(job_id)
 
     def set_state(self, job_id: str, state: str, **changes: object) -> Job:
@@ -266,6 +278,7 @@ class Journal:
                 }
             )
             db.execute("update jobs set page_count = page_count + 1, updated_at = ? where id = ?", [utc_now(), job_id])
+        self.write_manifest(job_id)
 
     def pages(self, job_id: str) -> list[Page]:
         with self._lock:
@@ -288,3 +301,67 @@ class Journal:
     def set_page_recognized(self, job_id: str, seq: int, ocr_path: Path) -> None:
         with self.transaction() as db:
             db["pages"].update((job_id, seq), {"state": "recognized", "ocr_path": str(ocr_path)})
+
+    # Manifests
+
+    def manifest(self, job_id: str) -> dict:
+        """Return the job's manifest: its row and its pages, with file names relative to the job folder."""
+        job = self.get_job(job_id)
+        folder = self.manifests_dir / job_id if self.manifests_dir is not None else None
+
+        def relative(path: str | None) -> str | None:
+            if path is None or folder is None:
+                return path
+            try:
+                return str(Path(path).relative_to(folder))
+            except ValueError:
+                return path
+
+        return {
+            "format": 1,
+            "job_id": job.id,
+            "created_at": job.created_at,
+            "updated_at": job.updated_at,
+            "state": job.state,
+            "doc_code": job.doc_code,
+            "error_code": job.error_code,
+            "fields": job.fields,
+            "pdf": relative(job.pdf_path),
+            "signed_pdf": relative(job.signed_path),
+            "sha256": job.sha256,
+            "receipt": job.receipt,
+            "duplicate_of": job.duplicate_of,
+            "duplicate_reason": job.duplicate_reason,
+            "purged_at": job.purged_at,
+            "pages": [
+                {
+                    "seq": page.seq,
+                    "file": relative(page.path),
+                    "sha256": page.sha256,
+                    "width": page.width,
+                    "height": page.height,
+                    "dpi": page.dpi,
+                }
+                for page in self.pages(job_id)
+            ],
+        }
+
+    def write_manifest(self, job_id: str) -> None:
+        """Rewrite ``<manifests_dir>/<job id>/manifest.json`` durably; do nothing without ``manifests_dir``.
+
+        A job whose folder was purged gets no new folder, because the journal
+        row alone records it.
+        """
+        if self.manifests_dir is None:
+            return
+        manifest = self.manifest(job_id)
+        folder = self.manifests_dir / job_id
+        if manifest["purged_at"] and not folder.exists():
+            return
+        data = json.dumps(manifest, ensure_ascii=False, indent=1).encode("utf-8")
+        try:
+            write_atomic(folder / MANIFEST_NAME, data)
+        except OSError as exc:
+            raise JournalError(
+                N_("Cannot write the manifest of job {job_id} in {path}: {detail}"), job_id=job_id, path=folder, detail=exc
+            ) from exc
