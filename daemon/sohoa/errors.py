@@ -141,3 +141,9 @@ class ReportError(SohoaError):
 
     code = "report_failed"
     exit_status = 65  # EX_DATAERR
+
+
+class JournalRebuiltError(JournalError):
+    """The journal was corrupt and was rebuilt from the per-job manifests at start-up."""
+
+    code = "journal_rebuilt"
