@@ -7,8 +7,11 @@ from functools import partial
 
 from sohoa.config import Config
 from sohoa.daemon import Daemon
+from sohoa.errors import JournalRebuiltError
+from sohoa.i18n import N_
 from sohoa.journal import Journal
 from sohoa.pipeline import Pipeline
+from sohoa.recovery import open_journal
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +37,7 @@ def build_daemon(config: Config, *, with_panel: bool = True, with_reporter: bool
     from sohoa.mqtt import StatusReporter
     from sohoa.panel import Panel
 
-    config.spool_dir.mkdir(parents=True, exist_ok=True)
-    journal = Journal(config.journal_path)
+    journal, recovered = open_journal(config)
     reporter = StatusReporter(config.mqtt, config.box) if with_reporter else None
     try:
         import sdnotify
@@ -43,7 +45,7 @@ def build_daemon(config: Config, *, with_panel: bool = True, with_reporter: bool
         notifier = sdnotify.SystemdNotifier()
     except ImportError:  # pragma: no cover - sdnotify is a declared dependency
         notifier = None
-    return Daemon(
+    daemon = Daemon(
         config,
         pipeline=build_pipeline(config, journal),
         journal=journal,
@@ -51,3 +53,12 @@ def build_daemon(config: Config, *, with_panel: bool = True, with_reporter: bool
         panel_factory=Panel if with_panel else None,
         notifier=notifier,
     )
+    if recovered.rebuilt:
+        daemon.raise_startup_alert(
+            JournalRebuiltError(
+                N_("The journal was damaged and has been rebuilt with {count} jobs; the damaged copy is {path}. Check the queue, then press the button to continue."),
+                count=recovered.jobs_restored,
+                path=recovered.corrupt_copy,
+            )
+        )
+    return daemon

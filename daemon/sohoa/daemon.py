@@ -96,6 +96,7 @@ class Daemon:
         self._model_versions: dict[str, str] = {}
         self._threads: list[threading.Thread] = []
         self._sign_retry_at = 0.0
+        self._startup_alerts: list[SohoaError] = []
         self._publish_lock = threading.RLock()
         # The state most recently shown on the panel and sent over MQTT.
         self.last_state: dict | None = None
@@ -119,6 +120,9 @@ class Daemon:
             thread.start()
             self._threads.append(thread)
         self._work.set()
+        for error in self._startup_alerts:
+            self._raise_alert("startup", error)
+            self._event(error.code, {"code": error.code, "message": error.user_message()})
         self._publish()
         self._notify("READY=1")
         log.info("sohoa %s started on %s/%s", __version__, self.config.box.site, self.config.box.device)
@@ -153,6 +157,14 @@ class Daemon:
                     log.error("A worker thread died; the systemd watchdog will restart the daemon")
         finally:
             self.stop()
+
+    def raise_startup_alert(self, error: SohoaError) -> None:
+        """Queue an alert found before start (a rebuilt journal); start() shows it on the LEDs and MQTT.
+
+        The alert stays until the next scan that ends without error, because
+        staff pressing the button again is the acknowledgement.
+        """
+        self._startup_alerts.append(error)
 
     def _notify(self, message: str) -> None:
         if self.notifier is not None:
@@ -229,6 +241,7 @@ class Daemon:
             )
             return
         self._clear_alert("scanner")
+        self._clear_alert("startup")
         log.info("Job %s: %d pages captured", result.job.id, result.job.page_count)
 
     def _end_scan(self) -> None:
