@@ -79,11 +79,27 @@ class SigningConfig(_Section):
     pin_env: str | None = None
     trust_roots: list[Path] = Field(default_factory=list, description="CA certificates that validate the signature")
     retry_seconds: float = Field(default=30.0, gt=0)
+    # The converting unit's second signature, at the top right of page 1, for
+    # the document types in unit_sign_types. It is off while unit_key_id is
+    # unset. The key may sit on its own token or on the operator's token.
+    unit_key_id: str | None = Field(default=None, pattern=r"^([0-9A-Fa-f]{2})+$", description="CKA_ID of the unit's key, in hex")
+    unit_token_label: str | None = Field(default=None, min_length=1, description="Token of the unit's key; default token_label")
+    unit_pin_file: Path | None = None
+    unit_pin_env: str | None = None
+    unit_signer_name: str = Field(default="", description="Name shown in the unit's signature; default box.unit")
+    unit_sign_types: list[str] = Field(
+        default_factory=lambda: ["GP", "GCN", "CC", "VB"],
+        description="DocCode type abbreviations that the unit signs: licences, certificates, diplomas",
+    )
 
-    @field_validator("key_id")
+    @field_validator("key_id", "unit_key_id")
     @classmethod
-    def _lower_hex(cls, value: str) -> str:
-        return value.lower()
+    def _lower_hex(cls, value: str | None) -> str | None:
+        return value.lower() if value is not None else None
+
+    @property
+    def unit_signing_enabled(self) -> bool:
+        return self.unit_key_id is not None
 
 
 class UploadConfig(_Section):
