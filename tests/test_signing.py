@@ -19,6 +19,7 @@ from sohoa import i18n
 from sohoa.errors import ConfigError, KeyNotFoundError, PdfError, PinError, SigningError, TokenNotFoundError
 from sohoa.signing import TokenInfo, TokenSigner, verify_pdf
 from sohoa.signing.token import TokenSession
+from sohoa.testbed.legal import compile_vietnamese_catalog
 from sohoa.testbed.pki import TestPki, create_test_pki, renew_signer_certificate
 from sohoa.testbed.softhsm import TestToken, create_test_token, import_certificate
 
@@ -26,8 +27,6 @@ SIGNER_NAME = "Nguyễn Văn An"
 # A PIN unlikely to appear by chance in a log line, so that the leak check means something.
 PIN = "735190"
 PIN_ENV = "SOHOA_TEST_TOKEN_PIN"
-FRAGMENT = Path(__file__).resolve().parents[1] / "daemon" / "sohoa" / "locale" / "fragments" / "signing.po"
-PO_HEADER = 'msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=UTF-8\\n"\n\n'
 PAGE_WIDTH, PAGE_HEIGHT = 595, 842  # A4 in points
 
 
@@ -168,11 +167,7 @@ def test_visible_field_follows_cropbox(token, tmp_path):
 
 
 def test_stamp_text_vietnamese(token, unsigned_pdf, tmp_path, monkeypatch):
-    # The fragment has no header, so a UTF-8 header is added before compiling it.
-    source = tmp_path / "signing.po"
-    source.write_text(PO_HEADER + FRAGMENT.read_text(encoding="utf-8"), encoding="utf-8")
-    catalog = tmp_path / "signing.mo"
-    subprocess.run(["msgfmt", "--check", "-o", str(catalog), str(source)], check=True, timeout=60)
+    catalog = compile_vietnamese_catalog(tmp_path)
     with open(catalog, "rb") as handle:
         monkeypatch.setattr(i18n, "_translation", gettext.GNUTranslations(handle))
     signed = tmp_path / "signed.pdf"

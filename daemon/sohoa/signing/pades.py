@@ -1,21 +1,28 @@
 """PAdES signing of a PDF with pyHanko, the raw signature computed on the token.
 
 The signature is a CAdES detached CMS (subfilter ETSI.CAdES.detached) in an
-incremental update, with a visible field at the top left of page 1 that shows
-the signer's name and the signing time in the user language.
+incremental update, with a visible field on page 1. The operator's field sits
+at the top left and shows the signer's name and the signing time. The
+converting unit's field sits at the top right, without an image or border,
+and shows the copy form, the unit's name and the signing time (ISO 8601, with
+seconds and time zone) in a 10 pt serif font.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
+
+from PIL import ImageFont
 
 from asn1crypto import x509
 from pyhanko.pdf_utils.font.opentype import GlyphAccumulatorFactory
 from pyhanko.pdf_utils.generic import IndirectObject
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
-from pyhanko.pdf_utils.layout import LayoutError
+from pyhanko.pdf_utils.layout import AxisAlignment, LayoutError, Margins, SimpleBoxLayoutRule
 from pyhanko.pdf_utils.misc import PdfError as PyHankoPdfError
 from pyhanko.pdf_utils.text import TextBoxStyle
 from pyhanko.sign import fields, signers
@@ -31,17 +38,31 @@ from sohoa.signing.token import TokenSession
 
 log = logging.getLogger(__name__)
 
-# Noto Serif has 1000 units per em; pyHanko 0.38 stamps render fonts with 2048
-# units per em (Liberation, DejaVu) with wrong glyph widths.
+# Noto Serif has 1000 units per em. pyHanko 0.38 stamps render fonts with 2048
+# units per em (Liberation Serif, DejaVu) with wrong glyph widths: the glyphs of
+# Liberation Serif, which has Times New Roman's metrics, overlap in the stamp.
+# Both fields therefore use Noto Serif, the closest serif that renders right.
 STAMP_FONT = Path("/usr/share/fonts/truetype/noto/NotoSerif-Regular.ttf")
-STAMP_FONT_SIZE = 8
-STAMP_LEADING = 11  # line distance in points; Vietnamese stacked diacritics need more than the font size
-# Field geometry in PDF points (1/72 inch), measured from the page's top left corner.
-FIELD_WIDTH = 220
-FIELD_HEIGHT = 44
-FIELD_MARGIN = 18
+FIELD_MARGIN = 18  # distance from the page's visible edges, in PDF points (1/72 inch)
+FIELD_PADDING = 4  # margin between the field's edge and its text, in points
 FIELD_NAME_PREFIX = "SohoaSignature"
 DIGEST_ALGORITHM = "sha256"
+
+
+@dataclass(frozen=True)
+class StampLayout:
+    """Where a visible signature field sits on page 1 and how its text is set."""
+
+    corner: Literal["top-left", "top-right"]
+    font_size: float  # points
+    leading: float  # line distance in points; Vietnamese stacked diacritics need more than the font size
+    border_width: int
+    min_width: int  # points; the field grows to fit its longest line up to half the page width
+
+
+OPERATOR_STAMP = StampLayout(corner="top-left", font_size=8, leading=11, border_width=1, min_width=220)
+# The unit's signature on an electronic copy: no image, black text, 10 pt.
+UNIT_STAMP = StampLayout(corner="top-right", font_size=10, leading=13, border_width=0, min_width=200)
 
 
 class TokenCmsSigner(signers.Signer):
@@ -90,15 +111,17 @@ def sign_document(
     signed_at: datetime,
     reason: str | None,
     location: str | None,
+    stamp_text: str,
+    layout: StampLayout = OPERATOR_STAMP,
 ) -> None:
-    """Write ``src`` signed by ``signer`` to ``dst`` atomically, with the visible field on page 1."""
+    """Write ``src`` signed by ``signer`` to ``dst`` atomically, with ``stamp_text`` in a field on page 1."""
     try:
         with open(src, "rb") as source:
-            writer = IncrementalPdfFileWriter(source, strict=False)
+            writer = _MetadataKeepingWriter(source, strict=False)
             field_spec = fields.SigFieldSpec(
                 sig_field_name=_free_field_name(writer),
                 on_page=0,
-                box=_top_left_box(writer),
+                box=_field_box(writer, layout, stamp_text),
             )
             metadata = signers.PdfSignatureMetadata(
                 field_name=field_spec.sig_field_name,
@@ -109,9 +132,9 @@ def sign_document(
                 location=location,
             )
             pdf_signer = _DatedPdfSigner(
-                metadata, signer, signed_at=signed_at, stamp_style=_stamp_style(), new_field_spec=field_spec
+                metadata, signer, signed_at=signed_at, stamp_style=_stamp_style(layout), new_field_spec=field_spec
             )
-            appearance = {"text": _appearance_text(signer_name, signed_at)}
+            appearance = {"text": stamp_text}
 
             def write_signed(path: Path) -> None:
                 with open(path, "w+b") as output:
@@ -130,6 +153,23 @@ def sign_document(
         raise SigningError(N_("pyHanko failed to sign {src}: {detail}"), src=src, detail=exc) from exc
 
 
+class _MetadataKeepingWriter(IncrementalPdfFileWriter):
+    """Incremental writer that leaves the XMP packet and the Info dictionary as the PDF/A build wrote them.
+
+    pyHanko 0.38 rewrites the XMP packet in every incremental update
+    (``BasePdfFileWriter._update_meta``): it moves every property into one
+    ``rdf:Description`` as attributes, renames the ``sohoadoc`` prefix that
+    the PDF/A extension schema declares to ``ns0``, and sets ``pdf:Producer``
+    to pyHanko. Keeping both untouched keeps them in step with each other, as
+    PDF/A requires; the signing time is in the signature itself.
+    ``sohoa.pdf.conformance.check_pdfa`` on the signed file catches a pyHanko
+    version that no longer calls this hook.
+    """
+
+    def _update_meta(self) -> None:
+        return None
+
+
 class _DatedPdfSigner(signers.PdfSigner):
     """PdfSigner that uses a given signing time instead of the clock."""
 
@@ -143,24 +183,51 @@ class _DatedPdfSigner(signers.PdfSigner):
         return session
 
 
-def _appearance_text(signer_name: str, signed_at: datetime) -> str:
+def operator_stamp_text(signer_name: str, signed_at: datetime) -> str:
+    """Return the operator's field text: the signer's name and the signing time."""
     time_text = signed_at.isoformat(timespec="seconds")
     return "\n".join([_("Signed by: {name}").format(name=signer_name), _("Time: {time}").format(time=time_text)])
 
 
-def _stamp_style() -> TextStampStyle:
+def unit_stamp_text(unit_name: str, signed_at: datetime) -> str:
+    """Return the unit's field text: the copy form, the unit's name and the ISO 8601 signing time."""
+    return "\n".join([_("Copy converted from paper"), unit_name, signed_at.isoformat(timespec="seconds")])
+
+
+def _stamp_style(layout: StampLayout) -> TextStampStyle:
+    font = GlyphAccumulatorFactory(font_file=str(_stamp_font()), font_size=layout.font_size)
+    # The whole text is one parameter, so '%' in a translation cannot break the template.
+    return TextStampStyle(
+        stamp_text="%(text)s",
+        text_box_style=TextBoxStyle(
+            font=font,
+            font_size=layout.font_size,
+            leading=layout.leading,
+            box_layout_rule=SimpleBoxLayoutRule(
+                x_align=AxisAlignment.ALIGN_MIN, y_align=AxisAlignment.ALIGN_MID, margins=Margins.uniform(FIELD_PADDING)
+            ),
+        ),
+        border_width=layout.border_width,
+        background=None,
+    )
+
+
+def _stamp_font() -> Path:
     if not STAMP_FONT.is_file():
         raise SigningError(
             N_("Font {path} for the visible signature is missing; install the fonts-noto-core package."), path=STAMP_FONT
         )
-    font = GlyphAccumulatorFactory(font_file=str(STAMP_FONT), font_size=STAMP_FONT_SIZE)
-    # The whole text is one parameter, so '%' in a translation cannot break the template.
-    return TextStampStyle(
-        stamp_text="%(text)s",
-        text_box_style=TextBoxStyle(font=font, font_size=STAMP_FONT_SIZE, leading=STAMP_LEADING),
-        border_width=1,
-        background=None,
-    )
+    return STAMP_FONT
+
+
+def _text_size(text: str, layout: StampLayout) -> tuple[float, float]:
+    """Return the width and height in points of ``text`` set in the stamp font at the layout's size."""
+    # Measured at 1000 px per em, so the width is exact to a thousandth of an em.
+    font = ImageFont.truetype(str(_stamp_font()), 1000)
+    lines = text.split("\n")
+    width = max(font.getlength(line) for line in lines) * layout.font_size / 1000
+    height = layout.font_size + (len(lines) - 1) * layout.leading
+    return width, height
 
 
 def _free_field_name(writer: IncrementalPdfFileWriter) -> str:
@@ -171,17 +238,31 @@ def _free_field_name(writer: IncrementalPdfFileWriter) -> str:
     return f"{FIELD_NAME_PREFIX}{number}"
 
 
-def _top_left_box(writer: IncrementalPdfFileWriter) -> tuple[int, int, int, int]:
-    """Return the field rectangle (x1, y1, x2, y2) at the top left of page 1's visible area.
+def _field_box(writer: IncrementalPdfFileWriter, layout: StampLayout, text: str) -> tuple[int, int, int, int]:
+    """Return the field rectangle (x1, y1, x2, y2) in the layout's corner of page 1's visible area.
+
+    The field is wide and tall enough for ``text`` at the layout's font size,
+    so pyHanko does not shrink the text. Text wider than half the page is
+    shrunk to fit.
 
     NOTE: the box is placed in the page's unrotated coordinates; on a page
     with /Rotate it appears at another corner.
     """
     page_ref, _resources = writer.find_page_for_modification(0)
     left, bottom, right, top = _visible_area(page_ref)
-    x1 = int(left + FIELD_MARGIN)
-    y2 = int(top - FIELD_MARGIN)
-    return x1, y2 - FIELD_HEIGHT, min(x1 + FIELD_WIDTH, int(right)), y2
+    text_width, text_height = _text_size(text, layout)
+    max_width = max((right - left) / 2 - FIELD_MARGIN, layout.min_width)
+    width = min(max(text_width + 2 * FIELD_PADDING, layout.min_width), max_width)
+    # One leading of slack: pyHanko sets the first baseline a full leading below the top.
+    height = text_height + (layout.leading - layout.font_size) + 2 * FIELD_PADDING + 2 * layout.border_width
+    y2 = top - FIELD_MARGIN
+    if layout.corner == "top-left":
+        x1 = left + FIELD_MARGIN
+        x2 = min(x1 + width, right)
+    else:
+        x2 = right - FIELD_MARGIN
+        x1 = max(x2 - width, left)
+    return int(x1), int(y2 - height), int(round(x2)), int(y2)
 
 
 def _visible_area(page_ref: IndirectObject) -> tuple[float, float, float, float]:

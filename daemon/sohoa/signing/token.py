@@ -165,17 +165,20 @@ class TokenSession:
 
 
 @contextmanager
-def open_token_session(module_path: Path, token_label: str, pin: str) -> Iterator[TokenSession]:
+def open_token_session(
+    module_path: Path, token_label: str, pin: str, *, label_setting: str = "signing.token_label"
+) -> Iterator[TokenSession]:
     """Load the module, log in to the token labelled ``token_label`` and yield the session.
 
     Raises TokenNotFoundError (listing the labels seen) when no present token
     has that label, PinError when the PIN is rejected, and SigningError when
-    the module cannot be loaded.
+    the module cannot be loaded. ``label_setting`` names the config key that
+    sets the label, for the error message.
     """
     with _TOKEN_LOCK:
         library = _load_module(module_path)
         try:
-            slot, serial = _find_slot(library, module_path, token_label)
+            slot, serial = _find_slot(library, module_path, token_label, label_setting)
             with _logged_in(library, slot, token_label, pin) as session:
                 yield TokenSession(library, session, token_label, serial)
         finally:
@@ -203,7 +206,7 @@ def _unload_module(library: PyKCS11.PyKCS11Lib, module_path: Path) -> None:
         log.warning("Unloading PKCS#11 module %s failed: %s", module_path, exc)
 
 
-def _find_slot(library: PyKCS11.PyKCS11Lib, module_path: Path, token_label: str) -> tuple[int, str]:
+def _find_slot(library: PyKCS11.PyKCS11Lib, module_path: Path, token_label: str, label_setting: str) -> tuple[int, str]:
     labels_seen = []
     with pkcs11_errors(token_label, "slot listing"):
         for slot in library.getSlotList(tokenPresent=True):
@@ -215,8 +218,9 @@ def _find_slot(library: PyKCS11.PyKCS11Lib, module_path: Path, token_label: str)
                 return slot, info.serialNumber.strip()
             labels_seen.append(label)
     raise TokenNotFoundError(
-        N_("No token labelled {label} is present in PKCS#11 module {module} (labels seen: {seen}); insert the signing token or correct signing.token_label."),
+        N_("No token labelled {label} is present in PKCS#11 module {module} (labels seen: {seen}); insert the signing token or correct {setting}."),
         label=token_label,
+        setting=label_setting,
         module=module_path,
         seen=", ".join(repr(label) for label in labels_seen) or "none",
     )

@@ -1,0 +1,144 @@
+"""Test fixtures for the converting unit's signature, timestamps and the Vietnamese catalog.
+
+The unit's identity is a second certificate from the same test CA, issued to
+the organisation. It goes either on the operator's token under another CKA_ID
+(:func:`add_key`) or on a token of its own in the same SoftHSM token folder
+(:func:`sohoa.testbed.softhsm.create_test_token` with the unit's
+:class:`~sohoa.testbed.pki.TestPki` and the same folder), so one
+``SOFTHSM2_CONF`` serves both tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import datetime as dt
+import subprocess
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from sohoa.fsutil import write_atomic
+from sohoa.testbed.pki import TestPki
+from sohoa.testbed.softhsm import SOFTHSM_UTIL, SUBPROCESS_TIMEOUT_SECONDS, TestToken, import_certificate
+
+UNIT_NAME = "Sở Giáo dục và Đào tạo tỉnh Bắc Ninh"
+VALIDITY_DAYS = 730
+MAIN_CATALOG = Path(__file__).resolve().parents[1] / "locale" / "vi" / "LC_MESSAGES" / "sohoa.po"
+LEGAL_FRAGMENT = Path(__file__).resolve().parents[1] / "locale" / "fragments" / "legal.po"
+
+
+def issue_unit_identity(pki: TestPki, folder: Path, unit_name: str = UNIT_NAME) -> TestPki:
+    """Issue a document-signing certificate for the unit from ``pki``'s CA; return it as the signer of a TestPki."""
+    return _issue_identity(pki, Path(folder), unit_name, time_stamping=False)
+
+
+def issue_tsa_identity(pki: TestPki, folder: Path, name: str = "Sohoa Test TSA (not for production)") -> TestPki:
+    """Issue a time-stamping certificate (critical extendedKeyUsage timeStamping) from ``pki``'s CA."""
+    return _issue_identity(pki, Path(folder), name, time_stamping=True)
+
+
+def add_key(token: TestToken, identity: TestPki, key_id: str, label: str) -> TestToken:
+    """Import ``identity``'s key and certificate into ``token`` under CKA_ID ``key_id``; return the key's view of the token."""
+    keyed = dataclasses.replace(token, key_id=key_id.lower(), key_label=label, cert_label=f"{label}-cert")
+    environment = {**os.environ, **keyed.env}
+    result = subprocess.run(
+        [
+            SOFTHSM_UTIL, "--import", str(identity.signer_key_path),
+            "--token", token.label, "--id", keyed.key_id, "--label", label, "--pin", token.pin,
+        ],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT_SECONDS,
+        check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        # The arguments contain the PIN, so only the action is named.
+        raise RuntimeError(f"{SOFTHSM_UTIL} --import failed ({result.returncode}): {result.stderr.strip()}")
+    import_certificate(keyed, identity.signer_cert)
+    return keyed
+
+
+def compile_vietnamese_catalog(folder: Path) -> Path:
+    """Compile the main Vietnamese catalog merged with this area's fragment; return the .mo path.
+
+    The fragment wins where both translate a message, as it will after the merge.
+    """
+    folder = Path(folder)
+    merged = folder / "sohoa-legal.po"
+    mo_path = folder / "sohoa-legal.mo"
+    subprocess.run(
+        ["msgcat", "--use-first", "-o", str(merged), str(LEGAL_FRAGMENT), str(MAIN_CATALOG)],
+        check=True,
+        capture_output=True,
+        timeout=SUBPROCESS_TIMEOUT_SECONDS,
+    )
+    subprocess.run(["msgfmt", "-o", str(mo_path), str(merged)], check=True, capture_output=True, timeout=SUBPROCESS_TIMEOUT_SECONDS)
+    return mo_path
+
+
+def _issue_identity(pki: TestPki, folder: Path, common_name: str, *, time_stamping: bool) -> TestPki:
+    folder.mkdir(parents=True, exist_ok=True)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048) if pki.key_type == "rsa" else ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "VN"),
+            # X.520 limits both attributes to 64 characters.
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, common_name[:64]),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64]),
+        ]
+    )
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(pki.ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=VALIDITY_DAYS))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(pki.ca_key.public_key()), critical=False)
+    )
+    if time_stamping:
+        # RFC 3161 section 2.3: the TSA certificate has exactly this one extended key usage, marked critical.
+        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
+        builder = builder.add_extension(_key_usage(content_commitment=False), critical=True)
+    else:
+        builder = builder.add_extension(_key_usage(content_commitment=True), critical=True)
+    certificate = builder.sign(pki.ca_key, hashes.SHA256())
+
+    stem = "tsa" if time_stamping else "unit"
+    cert_path, der_path, key_path = folder / f"{stem}.pem", folder / f"{stem}.der", folder / f"{stem}-key.pem"
+    write_atomic(cert_path, certificate.public_bytes(serialization.Encoding.PEM))
+    write_atomic(der_path, certificate.public_bytes(serialization.Encoding.DER))
+    write_atomic(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    key_path.chmod(0o600)
+    return dataclasses.replace(
+        pki,
+        folder=folder,
+        signer_cert=certificate,
+        signer_key=key,
+        signer_cert_path=cert_path,
+        signer_cert_der_path=der_path,
+        signer_key_path=key_path,
+    )
+
+
+def _key_usage(*, content_commitment: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=content_commitment,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
