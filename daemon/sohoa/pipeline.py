@@ -27,6 +27,7 @@ from sohoa.duplicates import find_duplicate
 from sohoa.errors import (
     FeederEmptyError,
     ImageError,
+    PdfError,
     SignatureInvalidError,
     UploadConflictError,
 )
@@ -78,6 +79,7 @@ class Pipeline:
         self._ocr_factory = ocr
         self._ocr: OcrEngine | None = None
         self.signer = signer
+        self._unit_signer: TokenSigner | None = None  # created on the first document the unit signs
         self.archive = archive
 
     def job_dir(self, job_id: str) -> Path:
@@ -289,22 +291,69 @@ class Pipeline:
     # sign
 
     def sign(self, job: Job) -> Job:
+        """Sign the built PDF as the operator, then as the unit when the document type needs it.
+
+        The unit signs licences, certificates and diplomas (the type codes in
+        ``signing.unit_sign_types``) when ``signing.unit_key_id`` is set. A
+        missing token or key raises a SigningError and leaves the job
+        ``built`` to be retried; a signed file that does not verify or is no
+        longer PDF/A is deleted.
+        """
+        from sohoa.pdf.conformance import check_pdfa
         from sohoa.signing import verify_pdf
 
         if not job.pdf_path:
             raise ValueError(f"job {job.id} has no built PDF")
         signed = self.job_dir(job.id) / self.document_filename(job)
-        self.signer.sign_pdf(Path(job.pdf_path), signed, signer_name=self.config.box.operator, location=self.config.box.unit)
+        unit_signs = self.needs_unit_signature(job)
+        operator_signed = signed.with_name(signed.name.removesuffix(".pdf") + ".operator.pdf") if unit_signs else signed
+        self.signer.sign_pdf(Path(job.pdf_path), operator_signed, signer_name=self.config.box.operator, location=self.config.box.unit)
+        if unit_signs:
+            try:
+                self.unit_signer().sign_pdf(operator_signed, signed, signer_name=self.unit_name, location=self.config.box.unit)
+            finally:
+                operator_signed.unlink(missing_ok=True)
+
         result = verify_pdf(signed, self.config.signing.trust_roots)
-        if not (result.valid and result.intact and (result.trusted or not self.config.signing.trust_roots)):
+        expected = 2 if unit_signs else 1
+        if not (result.valid and result.intact and (result.trusted or not self.config.signing.trust_roots)) or len(
+            result.signatures
+        ) != expected:
             signed.unlink(missing_ok=True)
             raise SignatureInvalidError(
                 N_("The signature made on {doc_code} did not verify: {summary}"), doc_code=job.doc_code, summary=result.summary
             )
-        log.info("Job %s: signed and verified (%s)", job.id, result.summary)
+        conformance = check_pdfa(signed)
+        if not conformance.passed:
+            signed.unlink(missing_ok=True)
+            raise PdfError(
+                N_("The signed PDF of {doc_code} no longer conforms to PDF/A: {findings}"),
+                doc_code=job.doc_code,
+                findings="; ".join(conformance.findings[:8]),
+            )
+        log.info("Job %s: signed and verified, PDF/A-%s (%s)", job.id, conformance.flavour, result.summary)
         return self.journal.set_state(
             job.id, "signed", signed_path=str(signed), sha256=sha256_file(signed), error_code=None, error_message=None
         )
+
+    def needs_unit_signature(self, job: Job) -> bool:
+        """Return whether the converting unit signs this job's document as well as the operator."""
+        signing = self.config.signing
+        if not signing.unit_signing_enabled:
+            return False
+        return fieldlib.type_code(fieldlib.fields_from_json(job.fields)) in signing.unit_sign_types
+
+    @property
+    def unit_name(self) -> str:
+        return self.config.signing.unit_signer_name or self.config.box.unit
+
+    def unit_signer(self) -> TokenSigner:
+        """Return the unit's signer, created on first use from ``config.signing``."""
+        from sohoa.signing import TokenSigner
+
+        if self._unit_signer is None:
+            self._unit_signer = TokenSigner.for_unit(self.config.signing)
+        return self._unit_signer
 
     # upload
 
