@@ -144,9 +144,14 @@ class Daemon:
         self.journal.close()
 
     def run_forever(self) -> None:
-        """Run until SIGTERM or SIGINT, publishing the heartbeat and pinging the watchdog."""
+        """Run until SIGTERM or SIGINT, publishing the heartbeat and pinging the watchdog.
+
+        SIGUSR1 is the same as pressing the button, for service scripts and
+        tests that have no panel or broker (``kill -USR1 <pid>``).
+        """
         signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
         signal.signal(signal.SIGINT, lambda *_: self._stop.set())
+        signal.signal(signal.SIGUSR1, lambda *_: self.request_scan())
         self.start()
         try:
             while not self._stop.wait(self.config.mqtt.heartbeat_seconds):
