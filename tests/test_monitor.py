@@ -628,3 +628,51 @@ def test_client_certificate_needs_key_and_tls() -> None:
         MqttConfig(tls=True, certfile=Path("box.pem"))
     with pytest.raises(ValueError, match="needs tls = true"):
         MqttConfig(certfile=Path("box.pem"), keyfile=Path("box.key"))
+
+
+# Live mode and system facts
+
+
+def test_live_mode_redraws_until_interrupted(broker: Broker) -> None:
+    publish_retained(
+        broker.port,
+        [("sohoa/so-gd-dt/box-01/availability", b"online"), ("sohoa/so-gd-dt/box-01/state", json.dumps(fresh_state()).encode())],
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sohoa", "--lang", "en", "monitor", "--broker", f"127.0.0.1:{broker.port}", "--format", "csv", "--refresh", "0.2"],
+        env={**os.environ, "PYTHONPATH": str(DAEMON_DIR)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        # Each redraw prints the CSV header and one line per box; the first redraws may come before the retained messages.
+        rows = []
+        for _line_number in range(200):
+            line = process.stdout.readline()
+            if line.startswith("so-gd-dt/box-01,"):
+                rows.append(line)
+                if len(rows) == 2:
+                    break
+        assert len(rows) == 2
+        assert rows[0].startswith("so-gd-dt/box-01,ready,")
+
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=TIMEOUT) == 130
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=TIMEOUT)
+
+
+def test_cpu_temperature_prefers_cpu_zone(tmp_path: Path) -> None:
+    from sohoa.sysinfo import cpu_temperature_c
+
+    for name, kind, millidegrees in (("thermal_zone0", "gpu-thermal", "61000"), ("thermal_zone1", "cpu-thermal", "48312")):
+        zone = tmp_path / name
+        zone.mkdir()
+        (zone / "type").write_text(kind + "\n")
+        (zone / "temp").write_text(millidegrees + "\n")
+
+    assert cpu_temperature_c(tmp_path) == 48.3
+    assert cpu_temperature_c(tmp_path / "absent") is None
