@@ -40,6 +40,14 @@ class BoxConfig(_Section):
     data_dir: Path
     language: Literal["vi", "en"] = "vi"
     min_free_mb: int = Field(default=200, ge=0, description="Disk reserve below which new scans are refused")
+    retention_days: float = Field(
+        default=30.0, ge=0, description="Days an uploaded document stays in the spool after the archive confirmed it"
+    )
+    worker_stall_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="Seconds the worker may go without progress (a page, a step, a loop) before the systemd watchdog pings stop",
+    )
 
 
 class GpioConfig(_Section):
