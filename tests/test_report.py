@@ -14,8 +14,6 @@ from pathlib import Path
 import openpyxl
 import paho.mqtt.client as paho
 import pytest
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
 from paho.mqtt.enums import CallbackAPIVersion
 
 from sohoa import i18n
@@ -32,8 +30,6 @@ from sohoa.testbed.mosquitto import MessageRecorder, start_mosquitto
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_CONFIG = REPO / "provisioning" / "sohoa.toml.example"
-LOCALE = REPO / "daemon" / "sohoa" / "locale"
-FRAGMENT = LOCALE / "fragments" / "report.po"
 NOW = datetime(2026, 12, 4, 9, 0, tzinfo=timezone.utc)
 
 PLAN_TOML = """
@@ -74,29 +70,6 @@ JOBS = (
     JobSpec("2026-03-05T02:00:00+00:00", "uploaded", 1, "H31.01_CV_000009_V1", "Công văn"),
     JobSpec("2026-03-06T02:00:00+00:00", "interrupted", 1, None, "Quyết định"),
 )
-
-
-@pytest.fixture(autouse=True)
-def report_catalog(tmp_path_factory, monkeypatch):
-    """Use the Vietnamese catalog merged with this module's fragment, as the release merges them."""
-    locale = tmp_path_factory.getbasetemp() / "report-locale"
-    mo_path = locale / "vi" / "LC_MESSAGES" / "sohoa.mo"
-    if not mo_path.exists():
-        with open(LOCALE / "vi" / "LC_MESSAGES" / "sohoa.po", "rb") as handle:
-            catalog = read_po(handle)
-        with open(FRAGMENT, "rb") as handle:
-            fragment = read_po(handle)
-        for message in fragment:
-            if message.id and catalog.get(message.id) is None:
-                catalog.add(message.id, message.string)
-        mo_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(mo_path, "wb") as handle:
-            write_mo(handle, catalog)
-    monkeypatch.setattr(i18n, "LOCALE_DIR", locale)
-    i18n.set_language("vi")
-    yield
-    monkeypatch.undo()
-    i18n.set_language("vi")
 
 
 def config_text(data_dir: Path) -> str:

@@ -67,12 +67,14 @@ def _draw_legend(pdf: FPDF, x: float, y: float, report: Report) -> None:
     pdf.set_fill_color(*DIGITIZED_RGB)
     pdf.rect(x, y + 1, 4, 3, style="F")
     pdf.set_xy(x + 5, y)
+    # xgettext: no-python-format
     pdf.cell(text=_("% of inventory digitized"))
     x = pdf.get_x() + 8
     pdf.set_draw_color(*PLANNED_RGB)
     pdf.set_line_width(0.8)
     pdf.line(x + 2, y, x + 2, y + 5)
     pdf.set_xy(x + 5, y)
+    # xgettext: no-python-format
     pdf.cell(text=_("% planned by end of {year}").format(year=report.year))
     pdf.set_line_width(0.2)
 

@@ -85,9 +85,11 @@ def header_lines(report: Report) -> list[str]:
     for entry in report.plans:
         plan = entry.plan
         if plan.start_year is None:
+            # xgettext: no-python-format
             lines.append(_("Plan of {department}: no inventory configured.").format(department=entry.department))
             continue
         lines.append(
+            # xgettext: no-python-format
             _("Plan of {department}: from {start_year}, {percent}% of the inventory a year, deadline {deadline}.").format(
                 department=entry.department,
                 start_year=plan.start_year,
@@ -113,10 +115,13 @@ def progress_section(report: Report) -> Section:
         _("Digitized documents"),
         _("Digitized pages"),
         _("Uploaded documents"),
+        # xgettext: no-python-format
         _("% of inventory"),
+        # xgettext: no-python-format
         _("% planned by end of {year}").format(year=year),
         _("Target for {year}").format(year=year),
         _("Digitized in {year}").format(year=year),
+        # xgettext: no-python-format
         _("% of target for {year}").format(year=year),
     )
     return Section(
