@@ -23,9 +23,9 @@ from sohoa.ocr import PageText, TextLine
 from sohoa.pdf import ConversionMark, PageInput, build_pdf, qr_payload
 from sohoa.pdf import metadata as xmp
 from sohoa.pdf.mark import format_conversion_time
+from sohoa.testbed.legal import compile_vietnamese_catalog
 from sohoa.testbed.pdf import DECISION_LINES, render_page, word_box_pixels
 
-FRAGMENT = Path(i18n.__file__).parent / "locale" / "fragments" / "pdf.po"
 DPI = 200
 MARK = ConversionMark(
     converted_at=datetime(2026, 12, 4, 21, 15, 3, tzinfo=timezone(timedelta(hours=7))),
@@ -51,12 +51,8 @@ MARK_HEADLINE = "Bản điện tử được chuyển đổi từ bản giấy"
 
 @pytest.fixture
 def vietnamese_mark(tmp_path, monkeypatch):
-    """Translate user text with this area's Vietnamese catalog fragment."""
-    po_path = tmp_path / "pdf.po"
-    header = 'msgid ""\nmsgstr "Content-Type: text/plain; charset=UTF-8\\n"\n\n'
-    po_path.write_text(header + FRAGMENT.read_text(encoding="utf-8"), encoding="utf-8")
-    mo_path = tmp_path / "pdf.mo"
-    subprocess.run(["msgfmt", "--check-format", "-o", str(mo_path), str(po_path)], check=True)
+    """Translate user text with the Vietnamese catalog and this area's unmerged fragment."""
+    mo_path = compile_vietnamese_catalog(tmp_path)
     with open(mo_path, "rb") as handle:
         monkeypatch.setattr(i18n, "_translation", gettext.GNUTranslations(handle))
 

@@ -22,6 +22,7 @@ from asn1crypto import x509
 from pyhanko.pdf_utils.font.opentype import GlyphAccumulatorFactory
 from pyhanko.pdf_utils.generic import IndirectObject
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pyhanko.pdf_utils.writer import DeveloperExtension
 from pyhanko.pdf_utils.layout import AxisAlignment, LayoutError, Margins, SimpleBoxLayoutRule
 from pyhanko.pdf_utils.misc import PdfError as PyHankoPdfError
 from pyhanko.pdf_utils.text import TextBoxStyle
@@ -46,6 +47,7 @@ STAMP_FONT = Path("/usr/share/fonts/truetype/noto/NotoSerif-Regular.ttf")
 FIELD_MARGIN = 18  # distance from the page's visible edges, in PDF points (1/72 inch)
 FIELD_PADDING = 4  # margin between the field's edge and its text, in points
 FIELD_NAME_PREFIX = "SohoaSignature"
+PDFA_MAX_VERSION = (1, 7)  # PDF/A-2 is based on ISO 32000-1, PDF 1.7
 DIGEST_ALGORITHM = "sha256"
 
 
@@ -154,7 +156,13 @@ def sign_document(
 
 
 class _MetadataKeepingWriter(IncrementalPdfFileWriter):
-    """Incremental writer that leaves the XMP packet and the Info dictionary as the PDF/A build wrote them.
+    """Incremental writer that keeps the file PDF/A-2: version 1.7 at most, XMP and Info as the build wrote them.
+
+    For ECDSA keys pyHanko 0.38 raises the catalog's /Version to 2.0 and
+    declares the ISO 32002 extension, but PDF/A-2 requires a 1.x version.
+    PDF 1.7 already allows ECDSA in CMS signatures (ISO 32000-1, 12.8.3.3), so
+    the version stays and the PDF 2.0 extensions are not declared; the ETSI
+    extension for PAdES (/ESIC, base version 1.7) is.
 
     pyHanko 0.38 rewrites the XMP packet in every incremental update
     (``BasePdfFileWriter._update_meta``): it moves every property into one
@@ -168,6 +176,15 @@ class _MetadataKeepingWriter(IncrementalPdfFileWriter):
 
     def _update_meta(self) -> None:
         return None
+
+    def ensure_output_version(self, version: tuple[int, int]) -> None:
+        super().ensure_output_version(min(version, PDFA_MAX_VERSION))
+
+    def register_extension(self, ext: DeveloperExtension) -> None:
+        if str(ext.base_version).lstrip("/") > "1.7":
+            log.debug("Not declaring PDF extension %s level %s: PDF/A-2 stays at PDF 1.7", ext.prefix_name, ext.extension_level)
+            return
+        super().register_extension(ext)
 
 
 class _DatedPdfSigner(signers.PdfSigner):
