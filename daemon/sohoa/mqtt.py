@@ -291,6 +291,9 @@ class StatusReporter:
             log.debug("Ignoring a message on %s", message.topic)
 
     def _on_connect_fail(self, client: paho.Client, userdata: object) -> None:
+        # NOTE: a broker that rejects the client certificate fails the TLS
+        # handshake, which paho reports here like an unreachable broker. So a
+        # rejected certificate is retried with backoff, unlike a rejected login.
         with self._lock:
             self._failed_attempts += 1
             attempts = self._failed_attempts
