@@ -113,7 +113,7 @@ def _load_trust_roots(paths: Sequence[Path]) -> list:
 
 
 def _validate_one(signature, context: ValidationContext) -> SignatureStatus:
-    name = signature.field_name
+    name = str(signature.field_name)  # a pyHanko string object that refers back to the open file
     is_timestamp = signature.sig_object_type == "/DocTimeStamp"
     kind = DOCUMENT_TIMESTAMP if is_timestamp else SIGNATURE
     try:
