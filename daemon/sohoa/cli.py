@@ -16,7 +16,7 @@ from sohoa.errors import SohoaError
 from sohoa.i18n import gettext as _, set_language
 
 DEFAULT_CONFIG = Path("/etc/sohoa/sohoa.toml")
-SUBCOMMAND_MODULES = ("sohoa.ocr.cli", "sohoa.receiver", "sohoa.doctor", "sohoa.search", "sohoa.report", "sohoa.monitor")
+SUBCOMMAND_MODULES = ("sohoa.ocr.cli", "sohoa.receiver", "sohoa.doctor", "sohoa.search", "sohoa.report", "sohoa.monitor", "sohoa.verify")
 log = logging.getLogger("sohoa")
 
 
@@ -70,20 +70,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
-    from sohoa.signing import verify_pdf
-
-    roots = [Path(path) for path in args.trust_root]
-    result = verify_pdf(Path(args.pdf), roots)
-    print(_("Signature valid: {valid}").format(valid=_("yes") if result.valid else _("no")))
-    print(_("Document unchanged since signing: {intact}").format(intact=_("yes") if result.intact else _("no")))
-    print(_("Signer certificate trusted: {trusted}").format(trusted=_("yes") if result.trusted else _("no")))
-    print(_("Signer: {signer}").format(signer=result.signer))
-    if result.signing_time:
-        print(_("Signing time: {time}").format(time=result.signing_time.isoformat()))
-    return 0 if (result.valid and result.intact and result.trusted) else 1
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from sohoa.testbed.demo import run_demo
 
@@ -103,11 +89,6 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help=_("show the documents in the journal by state"))
     status.add_argument("--format", choices=["table", "json"], default="table")
     status.set_defaults(func=cmd_status)
-
-    verify = sub.add_parser("verify", help=_("check the signatures of a signed PDF"))
-    verify.add_argument("pdf", help=_("signed PDF file"))
-    verify.add_argument("--trust-root", action="append", default=[], help=_("CA certificate to trust (PEM or DER), repeatable"))
-    verify.set_defaults(func=cmd_verify)
 
     demo = sub.add_parser("demo", help=_("run the whole path on the sample pages with local test services"))
     demo.add_argument("--workdir", default="demo-data", help=_("folder for the demo's token, services and documents"))
