@@ -676,3 +676,21 @@ def test_cpu_temperature_prefers_cpu_zone(tmp_path: Path) -> None:
 
     assert cpu_temperature_c(tmp_path) == 48.3
     assert cpu_temperature_c(tmp_path / "absent") is None
+
+
+def test_report_summary_republished_after_restart(
+    tmp_path: Path, broker: Broker, make_reporter: Callable[..., StatusReporter], capsys
+) -> None:
+    reporter = make_reporter(box_config(tmp_path), port=broker.port)
+    reporter.publish_report(box_summary("box-01", [1, 4], [2, 8]))
+    reporter.start()
+    assert reporter.wait_connected(TIMEOUT)
+    with MessageRecorder(broker.host, broker.port, reporter.report_topic) as recorder:
+        recorder.wait_for(lambda message: message.retain, TIMEOUT)
+        recorder.clear()
+        broker.restart()
+        recorder.wait_for(lambda message: True, TIMEOUT)
+
+    status, output = run_monitor_cli(broker.port, "--report", "--format", "csv", "--year", "2026", capsys=capsys)
+    assert status == 0
+    assert "Phòng Khảo thí và Quản lý chất lượng,QĐ,100,3,12,2," in output

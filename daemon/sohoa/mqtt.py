@@ -8,6 +8,7 @@ Topics, under ``{prefix}/{site}/{device}/``:
   ``offline`` itself, because a clean DISCONNECT discards the will.
 * ``state``: the daemon's state as retained UTF-8 JSON.
 * ``event``: job events as UTF-8 JSON, QoS 1, not retained.
+* ``report``: the box summary of the progress report, retained.
 * ``command`` and ``command/reply`` (only with ``mqtt.commands_enabled``):
   commands for the daemon's handler and one reply to each, QoS 1.
 
@@ -104,6 +105,7 @@ class StatusReporter:
         self._state_lock = threading.Lock()
         self._last_state: dict | None = None
         self._state_live = False
+        self._last_report: bytes | None = None
         self._session = 0
         self._session_counter: Callable[[], int] | None = None
 
@@ -123,6 +125,10 @@ class StatusReporter:
     @property
     def event_topic(self) -> str:
         return f"{self._base_topic}/event"
+
+    @property
+    def report_topic(self) -> str:
+        return f"{self._base_topic}/report"
 
     @property
     def command_topic(self) -> str:
@@ -233,6 +239,17 @@ class StatusReporter:
             self._last_state = document
             if self._state_live:
                 self._send(self.state_topic, payload, STATE_QOS, retain=True)
+
+    def publish_report(self, payload: bytes) -> None:
+        """Publish the box summary (``BoxSummary.to_json()``) retained and republish it after every reconnect.
+
+        Uses QoS 0 for the reason given at STATE_QOS: the summary is a latest
+        value, and the reporter sends the newest one again after a reconnect.
+        """
+        with self._state_lock:
+            self._last_report = bytes(payload)
+            if self._state_live:
+                self._send(self.report_topic, self._last_report, STATE_QOS, retain=True)
 
     def publish_event(self, name: str, payload: Mapping[str, object]) -> None:
         """Publish the event ``name`` with ``payload`` as JSON, QoS 1, not retained.
@@ -449,6 +466,8 @@ class StatusReporter:
             if self._last_state is not None:
                 payload = _encode_json({**self._last_state, "session": self._session}, self.state_topic)
                 self._send(self.state_topic, payload, STATE_QOS, retain=True)
+            if self._last_report is not None:
+                self._send(self.report_topic, self._last_report, STATE_QOS, retain=True)
 
     def _flush_queued_events(self) -> None:
         """Send the events queued while offline, then mark the reporter connected.
