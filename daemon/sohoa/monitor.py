@@ -530,7 +530,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--once", action="store_true", help=_("print the fleet once, after the retained messages arrived, and exit"))
     parser.add_argument(
-        "--wait", type=float, default=DEFAULT_WAIT_SECONDS, help=_("with --once: maximum seconds to wait for the retained messages (default: 5)")
+        "--wait", type=float, default=DEFAULT_WAIT_SECONDS, help=_("with --once or --report: maximum seconds to wait for the retained messages (default: 5)")
     )
     parser.add_argument("--refresh", type=float, default=DEFAULT_REFRESH_SECONDS, help=_("seconds between two redraws of the live table (default: 2)"))
     parser.add_argument(
