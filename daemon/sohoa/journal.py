@@ -252,6 +252,19 @@ class Journal:
             )["n"]
         return {"documents_uploaded": documents, "pages_uploaded": pages}
 
+    def progress_marker(self) -> tuple:
+        """Return a value that changes whenever a page is captured or recognized or a job changes."""
+        with self._lock:
+            row = next(
+                self.db.query(
+                    "select (select count(*) from pages) as pages,"
+                    " (select count(*) from pages where state = 'recognized') as recognized,"
+                    " (select max(updated_at) from jobs) as updated,"
+                    " (select count(*) from jobs) as jobs"
+                )
+            )
+        return (row["pages"], row["recognized"], row["updated"], row["jobs"])
+
     def next_sequence(self, name: str) -> int:
         """Return the next value of the named counter (1, 2, ...), durably."""
         with self.transaction() as db:
