@@ -12,6 +12,7 @@ Threads:
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -97,6 +98,10 @@ class Daemon:
         self._threads: list[threading.Thread] = []
         self._sign_retry_at = 0.0
         self._startup_alerts: list[SohoaError] = []
+        # Watchdog health: when the worker last moved, and what the journal looked like then.
+        self._progress_at = time.monotonic()
+        self._progress_marker: tuple | None = None
+        self._stalled = False
         self._publish_lock = threading.RLock()
         # The state most recently shown on the panel and sent over MQTT.
         self.last_state: dict | None = None
@@ -155,13 +160,47 @@ class Daemon:
         self.start()
         try:
             while not self._stop.wait(self.config.mqtt.heartbeat_seconds):
-                self._publish()
-                if all(thread.is_alive() for thread in self._threads):
-                    self._notify("WATCHDOG=1")
-                else:
-                    log.error("A worker thread died; the systemd watchdog will restart the daemon")
+                self.heartbeat()
         finally:
             self.stop()
+
+    def heartbeat(self) -> bool:
+        """Publish the state, and ping the systemd watchdog only if the daemon is healthy; return whether it pinged.
+
+        Healthy means every thread is alive and the worker made progress within
+        ``box.worker_stall_seconds``: it went round its loop, changed stage,
+        or the journal changed (a page captured or recognized, a job's state).
+        A SANE call that never returns therefore stops the pings, and systemd
+        restarts the daemon after ``WatchdogSec``.
+        """
+        self._publish()
+        problem = self._health_problem()
+        if problem is None:
+            if self._stalled:
+                log.warning("The worker is making progress again")
+            self._stalled = False
+            self._notify("WATCHDOG=1")
+            return True
+        if not self._stalled:
+            log.error("%s; watchdog pings stop, so systemd restarts the daemon", problem)
+        self._stalled = True
+        return False
+
+    def _health_problem(self) -> str | None:
+        dead = [thread.name for thread in self._threads if not thread.is_alive()]
+        if dead:
+            return f"Thread {', '.join(dead)} died"
+        marker = self.journal.progress_marker()
+        if marker != self._progress_marker:
+            self._progress_marker = marker
+            self._mark_progress()
+        stalled_for = time.monotonic() - self._progress_at
+        if stalled_for > self.config.box.worker_stall_seconds:
+            return f"The worker made no progress for {stalled_for:.0f} s in stage {self._stage}"
+        return None
+
+    def _mark_progress(self) -> None:
+        self._progress_at = time.monotonic()
 
     def raise_startup_alert(self, error: SohoaError) -> None:
         """Queue an alert found before start (a rebuilt journal); start() shows it on the LEDs and MQTT.
@@ -195,6 +234,7 @@ class Daemon:
 
     def _worker_loop(self) -> None:
         while not self._stop.is_set():
+            self._mark_progress()
             self._work.wait(timeout=self.config.signing.retry_seconds)
             self._work.clear()
             if self._stop.is_set():
@@ -234,6 +274,19 @@ class Daemon:
             self._end_scan()
             self._raise_alert("scanner", exc)
             self._event("job_failed", {"code": exc.code, "message": exc.user_message()})
+            return
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            # The pipeline has already kept the pages written before the failed one as an interrupted job.
+            self._end_scan()
+            self._raise_alert(
+                "disk",
+                DiskFullError(
+                    N_("The disk filled up during the scan ({detail}). The pages scanned so far are kept; free space, then press the button to continue."),
+                    detail=exc.strerror,
+                ),
+            )
             return
         finally:
             self._end_scan()
@@ -366,6 +419,7 @@ class Daemon:
     # status
 
     def _set_stage(self, stage: str) -> None:
+        self._mark_progress()
         if stage != self._stage:
             self._stage = stage
             self._publish()
