@@ -258,7 +258,11 @@ class Pipeline:
             pages_sha256=self.pages_sha256(job),
         )
         out = self.job_dir(job.id) / self.document_filename(job, ".unsigned.pdf")
-        metadata = {name: str(value) for name, value in self.document_metadata(job).items() if not isinstance(value, dict)}
+        document = self.document_metadata(job)
+        metadata = {name: str(value) for name, value in document.items() if not isinstance(value, dict)}
+        # XMP holds plain text properties, so the unsure fields travel as one comma-separated list.
+        unsure = [name for name, level in document["FieldConfidence"].items() if level == "unsure"]
+        metadata["UnsureFields"] = ",".join(unsure)
         build_pdf(pages, out, mark=mark, metadata=metadata, title=self._title(job))
         return self.journal.set_state(job.id, "built", pdf_path=str(out), error_code=None, error_message=None)
 
