@@ -345,6 +345,11 @@ def test_pipeline_certificate_gets_both_signatures(one_token, tmp_path, identiti
     assert job.state == "signed"
     assert [status.signer for status in result.signatures] == [OPERATOR, UNIT_NAME]
     assert not list(Path(job.signed_path).parent.glob("*.operator.pdf"))
+    with pikepdf.open(job.signed_path) as pdf:
+        fields = xmp.read_document_fields(pdf.Root.Metadata.read_bytes())
+    assert fields["CodeNumber"] == "12"
+    assert "IssuedDate" in fields["UnsureFields"].split(",")
+    assert "CodeNumber" not in fields["UnsureFields"].split(",")
 
 
 def test_pipeline_decision_gets_operator_only(one_token, tmp_path):
