@@ -40,9 +40,10 @@ from sohoa.signing.token import TokenSession
 log = logging.getLogger(__name__)
 
 # Noto Serif has 1000 units per em. pyHanko 0.38 stamps render fonts with 2048
-# units per em (Liberation Serif, DejaVu) with wrong glyph widths: the glyphs of
-# Liberation Serif, which has Times New Roman's metrics, overlap in the stamp.
-# Both fields therefore use Noto Serif, the closest serif that renders right.
+# units per em (Liberation Serif, DejaVu) with wrong glyph widths: Liberation
+# Serif, which has Times New Roman's metrics, comes out with its glyphs spread
+# about twice as far apart, running out of the field. Both fields therefore
+# use Noto Serif, the closest serif that renders right.
 STAMP_FONT = Path("/usr/share/fonts/truetype/noto/NotoSerif-Regular.ttf")
 FIELD_MARGIN = 18  # distance from the page's visible edges, in PDF points (1/72 inch)
 FIELD_PADDING = 4  # margin between the field's edge and its text, in points
