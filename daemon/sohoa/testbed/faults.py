@@ -73,6 +73,11 @@ class NotifyListener:
                 lambda: any(message == text for _, message in self.messages[since:]), timeout=timeout
             )
 
+    def last_status(self) -> str | None:
+        with self._condition:
+            statuses = [message for _, message in self.messages if message.startswith("STATUS=")]
+        return statuses[-1].removeprefix("STATUS=") if statuses else None
+
     def times_of(self, text: str, since: int = 0) -> list[float]:
         with self._condition:
             return [at for at, message in self.messages[since:] if message == text]
@@ -188,6 +193,8 @@ class CampaignResult:
     kills: int = 0
     presses: int = 0
     kill_delays: list[float] = field(default_factory=list)
+    # The daemon's last STATUS= message before each kill: the step it was killed in.
+    stages_at_kill: dict[str, int] = field(default_factory=dict)
 
 
 def kill_campaign(
@@ -222,6 +229,8 @@ def kill_campaign(
         threading.Event().wait(delay)
         daemon.kill()
         result.kills += 1
+        stage = daemon.notify.last_status() or "before the first status"
+        result.stages_at_kill[stage] = result.stages_at_kill.get(stage, 0) + 1
     return result
 
 
@@ -341,9 +350,14 @@ class FaultyProxy:
     :meth:`start` is called nothing listens, so connections are refused.
     """
 
-    def __init__(self, target_port: int, *, slow_seconds: float = 5.0) -> None:
+    def __init__(
+        self, target_port: int, *, slow_seconds: float = 5.0, random_rate: float = 0.0, rng: random.Random | None = None
+    ) -> None:
         self.target_port = target_port
         self.slow_seconds = slow_seconds
+        # With random_rate > 0, a connection without a queued fault gets a random one at that probability.
+        self.random_rate = random_rate
+        self._rng = rng or random.Random(0)
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind(("127.0.0.1", 0))
@@ -387,6 +401,8 @@ class FaultyProxy:
                 return
             with self._lock:
                 fault = self._faults.pop(0) if self._faults else None
+                if fault is None and self._rng.random() < self.random_rate:
+                    fault = self._rng.choice(("reset_request", "reset_response", "slow"))
                 self.connections += 1
                 if fault is not None:
                     self.injected[fault] = self.injected.get(fault, 0) + 1
