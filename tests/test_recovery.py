@@ -305,3 +305,64 @@ def test_rebuilt_journal_raises_alert(config):
         assert state["queue"]["to_upload"] == 1
     finally:
         daemon.stop()
+
+
+# Retention purge
+
+
+def upload_job(journal: Journal, job, receipt_sha256: str | None):
+    receipt = {"DocCode": job.doc_code, "sha256": receipt_sha256, "archive_id": "a-1"} if receipt_sha256 else None
+    return journal.set_state(job.id, "uploaded", receipt=receipt)
+
+
+def test_purge_empties_confirmed_old_jobs(config):
+    from datetime import datetime, timedelta, timezone
+
+    from sohoa.retention import purge_uploaded
+
+    journal = open_plain(config)
+    confirmed = make_signed_job(journal, config.spool_dir, 1)
+    confirmed = upload_job(journal, confirmed, receipt_sha256=confirmed.sha256)
+    mismatched = make_signed_job(journal, config.spool_dir, 2)
+    mismatched = upload_job(journal, mismatched, receipt_sha256="0" * 64)
+    unreceipted = upload_job(journal, make_signed_job(journal, config.spool_dir, 3), receipt_sha256=None)
+    waiting = make_signed_job(journal, config.spool_dir, 4)
+    later = datetime.now(timezone.utc) + timedelta(days=31)
+
+    assert purge_uploaded(journal, config.spool_dir, 30, now=datetime.now(timezone.utc)) == []
+    purged = purge_uploaded(journal, config.spool_dir, 30, now=later)
+
+    assert purged == [confirmed.id]
+    folder = config.spool_dir / confirmed.id
+    assert [path.name for path in folder.iterdir()] == [MANIFEST_NAME]
+    assert json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))["purged_at"]
+    assert journal.get_job(confirmed.id).purged_at is not None
+    assert journal.get_job(confirmed.id).state == "uploaded"
+    for kept in (mismatched, unreceipted, waiting):
+        assert Path(kept.signed_path).exists(), kept.id
+        assert journal.get_job(kept.id).purged_at is None
+    assert purge_uploaded(journal, config.spool_dir, 30, now=later) == []
+    journal.close()
+
+
+def test_purged_jobs_survive_rebuild(config):
+    from datetime import datetime, timedelta, timezone
+
+    from sohoa.retention import purge_uploaded
+
+    journal = open_plain(config)
+    job = make_signed_job(journal, config.spool_dir, 9)
+    upload_job(journal, job, receipt_sha256=job.sha256)
+    purge_uploaded(journal, config.spool_dir, 0, now=datetime.now(timezone.utc) + timedelta(seconds=5))
+    journal.close()
+    config.journal_path.write_bytes(b"garbage" * 1000)
+
+    journal, report = open_journal(config)
+
+    assert report.rebuilt
+    restored = journal.get_job(job.id)
+    assert restored.state == "uploaded"
+    assert restored.purged_at is not None
+    assert [repair for repair in report.repairs if "missing" in repair] == []
+    assert journal.next_sequence("doc_code:H31.01") == 10
+    journal.close()
