@@ -50,6 +50,8 @@ STAGE_MESSAGES = {
     "building": N_("Building the PDF document."),
     "signing": N_("Signing the document."),
 }
+# How often the uploader thread looks for confirmed documents past box.retention_days.
+PURGE_INTERVAL_SECONDS = 3600.0
 # Alerts whose cause a person must fix before the queue moves again.
 ATTENTION_CODES = {"token_missing", "key_not_found", "token_pin_invalid", "paper_jam", "cover_open", "disk_full"}
 
@@ -102,6 +104,7 @@ class Daemon:
         self._progress_at = time.monotonic()
         self._progress_marker: tuple | None = None
         self._stalled = False
+        self._next_purge_at = 0.0
         self._publish_lock = threading.RLock()
         # The state most recently shown on the panel and sent over MQTT.
         self.last_state: dict | None = None
@@ -384,8 +387,25 @@ class Daemon:
     def _upload_loop(self) -> None:
         while not self._stop.is_set():
             delay = self._upload_pending()
+            self._purge_if_due()
             self._upload_wake.wait(timeout=delay)
             self._upload_wake.clear()
+
+    def _purge_if_due(self) -> None:
+        """Run the retention purge at most once per PURGE_INTERVAL_SECONDS, on the uploader thread."""
+        from sohoa.retention import purge_uploaded
+
+        now = time.monotonic()
+        if now < self._next_purge_at:
+            return
+        self._next_purge_at = now + PURGE_INTERVAL_SECONDS
+        try:
+            purged = purge_uploaded(self.journal, self.config.spool_dir, self.config.box.retention_days)
+        except (OSError, SohoaError) as exc:
+            log.error("Retention purge failed, retrying in %d s: %s", PURGE_INTERVAL_SECONDS, exc)
+            return
+        if purged:
+            log.info("Retention purge emptied %d job folders", len(purged))
 
     def _upload_pending(self) -> float:
         """Upload every signed document; return how long to wait before the next round."""
