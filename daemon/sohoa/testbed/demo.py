@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sohoa.i18n import gettext as _
+from sohoa.i18n import N_, gettext as _
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,19 @@ MODELS_DIR = REPO_DIR / "models"
 # The sample document the demo scans: every page of the decision.
 DEMO_DOCUMENT = "quyet-dinh"
 TOKEN_PIN = "246810"
+# Labels of the national metadata fields, as the metadata standard names them in Vietnamese.
+FIELD_LABELS = {
+    "TypeName": N_("Document type"),
+    "CodeNumber": N_("Number"),
+    "CodeNotation": N_("Notation"),
+    "IssuedDate": N_("Issue date"),
+    "OrganName": N_("Issuing body"),
+    "Subject": N_("Subject"),
+    "Position": N_("Signer's position"),
+    "FullName": N_("Signer"),
+    "OwnerName": N_("Owner"),
+    "OwnerIdentity": N_("Owner's identity number"),
+}
 PIN_ENV = "SOHOA_TOKEN_PIN"
 
 
@@ -246,7 +259,8 @@ def run_demo(workdir: Path, *, keep_running: bool = False) -> int:
             print(_("Fields:"))
             for name, value in job.fields.items():
                 if value.get("value"):
-                    print(f"    {name}: {value['value']}")
+                    label = _(FIELD_LABELS[name]) if name in FIELD_LABELS else name
+                    print(f"    {label} ({name}): {value['value']}")
             print(_("Signature: {summary}").format(
                 summary=_("valid, signed by {signer}").format(signer=result.signer) if result.valid and result.intact and result.trusted
                 else _("NOT valid: {detail}").format(detail=result.summary)))
