@@ -3,7 +3,7 @@
 Every problem in a file (unknown keys, missing keys, wrong types) is reported
 at once in one :class:`~sohoa.errors.ConfigError`. Secrets (the token PIN, the
 archive's bearer token, the broker password) are never written in the file:
-the file names a credential file or an environment variable that holds them.
+the file names a credential file or an environment variable that contains them.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class _Section(BaseModel):
 
 
 class BoxConfig(_Section):
-    """Who the box is and who operates it; these names appear in the conversion mark."""
+    """Identity of the box and of its operator; these names appear in the conversion mark."""
 
     site: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     device: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")

@@ -37,7 +37,7 @@ class SohoaError(Exception):
 
 class ConfigError(SohoaError):
     code = "config_invalid"
-    exit_status = 78  # EX_CONFIG from sysexits.h, which systemd also knows
+    exit_status = 78  # EX_CONFIG from sysexits.h, which systemd also documents
 
 
 class HardwareError(SohoaError):

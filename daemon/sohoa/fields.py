@@ -69,7 +69,7 @@ def _find_type(lines: list[str]) -> tuple[str | None, str]:
 
 
 def _find_organ(lines: list[str], number_index: int | None) -> str | None:
-    """The issuing body: the capitalised lines above "Số:" that are not the national motto."""
+    """Return the issuing body: the last capitalised line above "Số:" that is not the national motto."""
     if number_index is None:
         return None
     candidates = []
