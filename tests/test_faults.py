@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -328,3 +329,74 @@ def test_disk_reserve_refuses_scan(testbed, in_process):
     assert "MB" in state["message"]
     assert state["queue"] == {key: 0 for key in state["queue"]}
     assert testbed.receiver.records() == []
+
+
+# Bad input on the other paths
+
+
+def test_malformed_commands_rejected_daemon_continues(testbed, tmp_path, notify):
+    import json as jsonlib
+
+    from sohoa.testbed.mosquitto import MessageRecorder
+
+    config_path = fault_config(testbed, tmp_path, mqtt={"commands_enabled": True, "commands_per_minute": 60})
+    log_path = tmp_path / "daemon.log"
+    daemon = DaemonProcess(testbed, config_path, notify, log_path)
+    base = "sohoa/demo/box-01"
+    recorder = MessageRecorder(testbed.broker.host, testbed.broker.port, f"{base}/command/reply")
+    bad_payloads = {
+        b"not json": "command_invalid",
+        b"\xff\xfe": "command_invalid",
+        b"[1, 2]": "command_invalid",
+        b'{"command": "format-disk"}': "command_unknown",
+        b'{"command": "ping", "extra": 1}': "command_invalid",
+        b'{"command": "ping", "id": "' + b"x" * 100 + b'"}': "command_invalid",
+        b'{"command": "' + b"a" * 2000 + b'"}': "command_too_large",
+    }
+    try:
+        daemon.start()
+        for payload in [*bad_payloads, b'{"command": "ping", "id": "after-bad-input"}']:
+            subprocess.run(
+                ["mosquitto_pub", "-h", testbed.broker.host, "-p", str(testbed.broker.port), "-q", "1", "-t", f"{base}/command", "-s"],
+                input=payload,
+                check=True,
+                timeout=30,
+            )
+        pong = recorder.wait_for(lambda m: jsonlib.loads(m.payload).get("id") == "after-bad-input", timeout=30)
+        assert daemon.process.poll() is None, "the daemon stopped on malformed commands"
+    finally:
+        recorder.stop()
+        status = daemon.stop()
+
+    replies = [jsonlib.loads(message.payload) for message in recorder.messages]
+    codes = [reply["code"] for reply in replies if reply.get("id") != "after-bad-input"]
+    assert sorted(codes) == sorted(bad_payloads.values())
+    assert all(not reply["ok"] and reply["message"] for reply in replies if reply.get("id") != "after-bad-input")
+    assert jsonlib.loads(pong.payload)["ok"]
+    assert status == 0
+    log_text = log_path.read_text(encoding="utf-8")
+    assert log_text.count("Rejected MQTT command") == len(bad_payloads)
+
+
+def test_malformed_config_lists_every_problem(tmp_path):
+    config_path = tmp_path / "bad.toml"
+    config_path.write_text(
+        '[box]\nsite = "bad site!"\ndevice = "box-01"\nunit = "U"\noperator = "O"\nagency_code = "H31.01"\n'
+        'data_dir = "/tmp/x"\nmin_free_mb = -5\ncolour = "blue"\n'
+        '[scanner]\nresolution = 5\n'
+        '[signing]\npkcs11_module = "/x.so"\ntoken_label = "t"\nkey_id = "zz"\n',
+        encoding="utf-8",
+    )
+    environment = {**os.environ, "SOHOA_LANG": "en", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "daemon")}
+
+    result = subprocess.run(
+        [sys.executable, "-m", "sohoa", "--config", str(config_path), "run"], capture_output=True, text=True, env=environment, timeout=60
+    )
+
+    assert result.returncode == 78  # EX_CONFIG
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output
+    # The log line goes to the journal; the "Error:" message is the one staff read.
+    message = output.partition("Error: ")[2]
+    for key in ("box.site", "box.min_free_mb", "box.colour", "scanner.device", "scanner.resolution", "signing.key_id", "upload"):
+        assert message.count(f"- {key}:") == 1, (key, message)
