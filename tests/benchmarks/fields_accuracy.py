@@ -2,7 +2,7 @@
 
 Documents:
 
-* the sample documents in ``samples/pages/``: each ``NAME.json`` holds the
+* the sample documents in ``samples/pages/``: each ``NAME.json`` contains the
   true fields of the pages ``NAME-p*.png`` (exact text in ``NAME-p*.txt``);
 * generated documents: pages rendered by ``sohoa.testbed.pdf.render_page``
   at 300 dpi in Liberation Serif from a seeded table of fields, laid out as

@@ -54,7 +54,7 @@ DIGEST_ALGORITHM = "sha256"
 
 @dataclass(frozen=True)
 class StampLayout:
-    """Where a visible signature field sits on page 1 and how its text is set."""
+    """Placement of a visible signature field on page 1 and the settings of its text."""
 
     corner: Literal["top-left", "top-right"]
     font_size: float  # points
@@ -162,8 +162,8 @@ class _MetadataKeepingWriter(IncrementalPdfFileWriter):
     For ECDSA keys pyHanko 0.38 raises the catalog's /Version to 2.0 and
     declares the ISO 32002 extension, but PDF/A-2 requires a 1.x version.
     PDF 1.7 already allows ECDSA in CMS signatures (ISO 32000-1, 12.8.3.3), so
-    the version stays and the PDF 2.0 extensions are not declared; the ETSI
-    extension for PAdES (/ESIC, base version 1.7) is.
+    the version stays at 1.7 and the PDF 2.0 extensions are not declared. The
+    ETSI extension for PAdES (/ESIC, base version 1.7) is still declared.
 
     pyHanko 0.38 rewrites the XMP packet in every incremental update
     (``BasePdfFileWriter._update_meta``): it moves every property into one
