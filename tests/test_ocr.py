@@ -19,7 +19,9 @@ import hashlib
 import importlib.util
 import json
 import shutil
+import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from sohoa.ocr.detection import LineRegion
 from sohoa.ocr.layout import Box, reading_order, split_at_column_gaps
 from sohoa.ocr.models import MANIFEST_NAME
 from sohoa.ocr.recognition import MAX_CHUNK_WIDTH
+from sohoa.pdf import ConversionMark, PageInput, build_pdf
 from sohoa.testbed.ocr import (
     HEADER_LEFT,
     HEADER_RIGHT,
@@ -45,6 +48,7 @@ from sohoa.testbed.ocr import (
     find_font,
     line_matched_cer,
     normalize_text,
+    page_cer,
     render_decision_page,
 )
 
@@ -58,6 +62,13 @@ SAMPLE_CER_BOUND = 0.03
 POOR_COPY_CER_BOUND = 0.025
 # int8 and fp32 outputs differed in 0.6% of characters on the rendered decision.
 INT8_FLOAT_CER_BOUND = 0.02
+PDF_MARK = ConversionMark(
+    converted_at=datetime(2026, 12, 4, 22, 0, tzinfo=timezone(timedelta(hours=7))),
+    operator="Nguyễn Thị Hồng Nhung",
+    unit="Sở Giáo dục và Đào tạo tỉnh Bình Định",
+    doc_code="G06.01_QĐ_000031_V1",
+    pages_sha256="5a" * 32,
+)
 KEY_PHRASES = (
     "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM",
     "Độc lập - Tự do - Hạnh phúc",
@@ -259,6 +270,22 @@ def test_page_text_dimensions(clean_result, decision_page):
     assert all(isinstance(line, TextLine) for line in clean_result.lines)
 
 
+def test_page_text_without_rotation_is_upright(clean_result):
+    record = clean_result.to_dict()
+    del record["rotation"]
+    assert PageText.from_dict(record).rotation == 0
+
+
+def test_page_text_rotation_round_trips():
+    page = PageText(width=30, height=20, lines=(), rotation=270)
+    assert PageText.from_dict(page.to_dict()).rotation == 270
+
+
+def test_page_text_invalid_rotation():
+    with pytest.raises(OcrError, match="45"):
+        PageText.from_dict({"width": 10, "height": 10, "lines": [], "rotation": 45})
+
+
 def test_versions_name_both_models(engine):
     versions = engine.versions
     assert set(versions) == {"detector", "recognizer"}
@@ -399,6 +426,85 @@ def test_blank_page_has_no_lines(engine):
     result = engine.recognize(Image.new("RGB", (1240, 1754), "white"))
     assert result.lines == ()
     assert result.text == ""
+
+
+# --- page orientation -------------------------------------------------------------
+
+
+def turn_clockwise(image: Image.Image, degrees: int) -> Image.Image:
+    """Return ``image`` as a scan of the page fed turned clockwise by ``degrees``."""
+    return image.rotate(-degrees, expand=True)
+
+
+@pytest.fixture(scope="module", params=[90, 180, 270])
+def turned_result(request, engine, decision_page) -> tuple[int, PageText]:
+    return request.param, engine.recognize(turn_clockwise(decision_page.image, request.param))
+
+
+def test_turned_page_rotation_detected(turned_result):
+    degrees, result = turned_result
+    assert result.rotation == degrees
+
+
+def test_turned_page_read_like_upright(turned_result, clean_result, decision_page):
+    _, result = turned_result
+    references = [line.text for line in decision_page.lines]
+    assert (result.width, result.height) == decision_page.image.size
+    assert page_cer(references, [line.text for line in result.lines]) <= CLEAN_CER_BOUND, result.text
+    assert [line.text for line in result.lines] == [line.text for line in clean_result.lines]
+
+
+def test_turned_page_boxes_in_upright_pixels(turned_result, clean_result):
+    _, result = turned_result
+    for turned_line, upright_line in zip(result.lines, clean_result.lines):
+        assert np.abs(np.subtract(turned_line.box, upright_line.box)).max() <= 4, turned_line.text
+
+
+def test_turned_poor_copy_rotation_detected(engine, decision_page):
+    copy = degrade_like_poor_copy(decision_page.image, seed=3)
+    result = engine.recognize(turn_clockwise(copy, 180))
+    assert result.rotation == 180
+    references = [line.text for line in decision_page.lines]
+    assert line_matched_cer(references, [line.text for line in result.lines]) <= POOR_COPY_CER_BOUND, result.text
+
+
+def test_turned_page_pdf_text_layer_lines_up(tmp_path, turned_result, decision_page):
+    """The PDF shows the page upright and its invisible words lie over the printed ones."""
+    degrees, result = turned_result
+    scan = tmp_path / "scan.png"
+    turn_clockwise(decision_page.image, degrees).save(scan)
+    out = tmp_path / "turned.pdf"
+
+    build_pdf([PageInput(image=scan, text=result, dpi=300)], out, mark=PDF_MARK, metadata={"DocCode": PDF_MARK.doc_code})
+
+    words = pdf_words(out)
+    for phrase in ("QUYẾT ĐỊNH", "Độc lập - Tự do - Hạnh phúc"):
+        rendered = next(line for line in decision_page.lines if line.text == phrase)
+        first_word = phrase.split()[0]
+        x_min, y_min = next((x, y) for word, x, y in words if word == first_word)
+        # Rendered boxes are in 300 dpi pixels; pdftotext reports points from the top-left corner.
+        assert abs(x_min - rendered.box[0] * 72 / 300) <= 6, (phrase, x_min)
+        assert abs(y_min - rendered.box[1] * 72 / 300) <= 6, (phrase, y_min)
+
+    # The image under the words must be the upright page too: ink where the title is printed.
+    pixels = np.asarray(render_pdf_page(out, tmp_path, resolution=50))
+    x0, y0, x1, y1 = (value * 50 // 300 for value in next(line.box for line in decision_page.lines if line.text == "QUYẾT ĐỊNH"))
+    assert pixels[y0 : y1 + 1, x0 : x1 + 1].min() < 128
+
+
+def render_pdf_page(pdf: Path, folder: Path, resolution: int) -> Image.Image:
+    prefix = folder / "rendered"
+    subprocess.run(["pdftoppm", "-gray", "-r", str(resolution), "-f", "1", "-l", "1", "-singlefile", "-png", str(pdf), str(prefix)], check=True)
+    with Image.open(prefix.with_suffix(".png")) as image:
+        image.load()
+    return image
+
+
+def pdf_words(pdf: Path) -> list[tuple[str, float, float]]:
+    """Return ``(word, xMin, yMin)`` in points for page 1, from ``pdftotext -bbox``."""
+    completed = subprocess.run(["pdftotext", "-enc", "UTF-8", "-bbox", "-f", "1", "-l", "1", str(pdf), "-"], capture_output=True, check=True)
+    root = ElementTree.fromstring(completed.stdout)
+    return [(word.text, float(word.get("xMin")), float(word.get("yMin"))) for word in root.iter("{http://www.w3.org/1999/xhtml}word")]
 
 
 # --- command line ---------------------------------------------------------------
