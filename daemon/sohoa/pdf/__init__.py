@@ -122,7 +122,8 @@ def render_image_pages(pages: Sequence[PageInput], out: Path, mark: ConversionMa
     sizes = []
     for number, page in enumerate(pages, start=1):
         check_dpi(page.image, page.dpi)
-        with load_page_image(page.image) as image:
+        # The recognizer turns a sideways or upside-down scan upright, and its line boxes refer to the turned page.
+        with load_page_image(page.image) as scanned, page.text.upright(scanned) as image:
             size = _PageSize(image.width, image.height, page.dpi)
             placement = place_mark(image, page.dpi) if number == 1 else None
             embeddable = prepare_for_embedding(image)
