@@ -400,3 +400,24 @@ def test_malformed_config_lists_every_problem(tmp_path):
     message = output.partition("Error: ")[2]
     for key in ("box.site", "box.min_free_mb", "box.colour", "scanner.device", "scanner.resolution", "signing.key_id", "upload"):
         assert message.count(f"- {key}:") == 1, (key, message)
+
+
+def test_conflicting_archive_copy_stops_document(testbed, in_process, tmp_path):
+    # The archive already stores another file under the DocCode the box issues first.
+    other = tmp_path / "other.pdf"
+    other.write_bytes(b"%PDF-1.7\n% another document\n")
+    incoming = testbed.receiver.store.incoming_path()
+    shutil.copyfile(other, incoming)
+    testbed.receiver.store.commit({"DocCode": "H31.01_GP_000001_V1"}, "other.pdf", incoming, "ab" * 32, other.stat().st_size)
+
+    daemon = in_process()
+    press_button(daemon)
+    state = wait_for_state(daemon, lambda s: s["queue"]["failed"] == 1, JOB_TIMEOUT_SECONDS)
+    assert state is not None, daemon.last_state
+    assert "upload_conflict" in state["alerts"]
+    journal = Journal(testbed.config().journal_path)
+    job = journal.jobs_in("failed")[0]
+    journal.close()
+    assert job.error_code == "upload_conflict"
+    assert Path(job.signed_path).exists()
+    assert [record["sha256"] for record in testbed.receiver.records()] == ["ab" * 32]
