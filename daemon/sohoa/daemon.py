@@ -52,6 +52,8 @@ STAGE_MESSAGES = {
 }
 # How often the uploader thread looks for confirmed documents past box.retention_days.
 PURGE_INTERVAL_SECONDS = 3600.0
+# How often the uploader thread rebuilds the progress summary that it publishes on MQTT.
+SUMMARY_INTERVAL_SECONDS = 900.0
 # Alerts whose cause a person must fix before the queue moves again.
 ATTENTION_CODES = {"token_missing", "key_not_found", "token_pin_invalid", "paper_jam", "cover_open", "disk_full"}
 
@@ -105,6 +107,7 @@ class Daemon:
         self._progress_marker: tuple | None = None
         self._stalled = False
         self._next_purge_at = 0.0
+        self._next_summary_at = 0.0
         self._publish_lock = threading.RLock()
         # The state most recently shown on the panel and sent over MQTT.
         self.last_state: dict | None = None
@@ -388,6 +391,7 @@ class Daemon:
         while not self._stop.is_set():
             delay = self._upload_pending()
             self._purge_if_due()
+            self._publish_summary_if_due()
             self._upload_wake.wait(timeout=delay)
             self._upload_wake.clear()
 
@@ -406,6 +410,21 @@ class Daemon:
             return
         if purged:
             log.info("Retention purge emptied %d job folders", len(purged))
+
+    def _publish_summary_if_due(self) -> None:
+        """Publish the box summary of the progress report at most once per SUMMARY_INTERVAL_SECONDS."""
+        from sohoa.report import build_summary
+
+        now = time.monotonic()
+        if self.reporter is None or now < self._next_summary_at:
+            return
+        self._next_summary_at = now + SUMMARY_INTERVAL_SECONDS
+        try:
+            summary = build_summary(self.config, now=datetime.now(timezone.utc))
+        except SohoaError as exc:
+            log.error("Building the progress summary failed, retrying in %d s: %s", SUMMARY_INTERVAL_SECONDS, exc)
+            return
+        self.reporter.publish_report(summary.to_json())
 
     def _upload_pending(self) -> float:
         """Upload every signed document; return how long to wait before the next round."""
