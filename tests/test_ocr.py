@@ -310,6 +310,13 @@ def test_int8_agrees_with_float_models(tmp_path, clean_result, decision_page):
     if importlib.util.find_spec("rapidocr") is None or importlib.util.find_spec("asterocr") is None:
         pytest.skip("the rapidocr and asterocr wheels that ship the float models are not installed")
     load_build_module().write_float_models(tmp_path)
+    int8_sources = {model["name"]: model["source"] for model in json.loads((MODELS_DIR / MANIFEST_NAME).read_text(encoding="utf-8"))["models"]}
+    for model in json.loads((tmp_path / MANIFEST_NAME).read_text(encoding="utf-8"))["models"]:
+        expected = int8_sources[model["name"]]
+        assert model["source"]["sha256"] == expected["sha256"], (
+            f"installed {model['source']['package']} {model['source']['version']} ships another {model['name']} model "
+            f"than the int8 one was built from; install {expected['package']}=={expected['version']}"
+        )
     float_engine = OcrEngine.load(tmp_path, threads=2)
 
     float_result = float_engine.recognize(decision_page.image)
