@@ -7,8 +7,8 @@ A job's folder is emptied only when all of these hold:
 - the job was marked uploaded more than ``retention_days`` ago.
 
 The folder keeps its ``manifest.json``, updated with ``purged_at``, so that a
-journal rebuilt from the manifests still knows every DocCode already issued
-and never issues one twice. The journal row stays too, marked ``purged_at``.
+journal rebuilt from the manifests still contains every DocCode already
+issued and never issues one twice. The journal row stays too, marked ``purged_at``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Fault injection against a real daemon process: kills at random times and an audit of the outcome.
 
 :class:`DaemonProcess` runs ``python -m sohoa --config X run`` as a child with
-its own ``NOTIFY_SOCKET``, so a test sees READY=1 and the watchdog pings the
-way systemd would. SIGUSR1 presses the button. :func:`kill_campaign` presses
+its own ``NOTIFY_SOCKET``, so a test receives READY=1 and the watchdog pings
+as systemd would. SIGUSR1 presses the button. :func:`kill_campaign` presses
 and SIGKILLs the daemon at random moments many times; :func:`audit` then
 checks the journal, the spool and the archive receiver for lost, duplicated
 and corrupted documents and for leftover files.
@@ -173,7 +173,7 @@ def read_journal(path: Path) -> tuple[list[dict], list[dict]]:
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.25) -> bool:
-    """Poll ``predicate`` (a read of files the child process writes) until it holds or ``timeout`` passes."""
+    """Poll ``predicate`` (a read of files the child process writes) until it returns True or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
     pause = threading.Event()
     while time.monotonic() < deadline:
@@ -460,7 +460,7 @@ class FaultyProxy:
             name, _, value = line.partition(b":")
             if name.strip().lower() == b"content-length":
                 length = int(value.strip())
-        # One request per connection, so the archive closes after answering.
+        # One request per connection, so the archive closes the connection after its response.
         head = b"\r\n".join(line for line in head.split(b"\r\n") if not line.lower().startswith(b"connection:"))
         upstream.sendall(head + b"\r\nConnection: close\r\n\r\n" + body)
         sent = len(body)
