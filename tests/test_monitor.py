@@ -22,6 +22,7 @@ from sohoa.monitor import FleetMonitor
 from sohoa.mqtt import StatusReporter
 from sohoa.mqtt_commands import Command, CommandReply, RateLimiter
 from sohoa.mqtt_discovery import ENTITIES
+from sohoa.report import BoxSummary
 from sohoa.testbed.mosquitto import Broker, MessageRecorder, start_mosquitto, write_password_file
 
 DAEMON_DIR = Path(__file__).resolve().parents[1] / "daemon"
@@ -459,7 +460,7 @@ def test_daemon_reports_health_and_runs_commands(tmp_path: Path) -> None:
     with build_testbed(tmp_path / "bed") as bed:
         bed.rewrite_config("mqtt", commands_enabled=True, homeassistant_discovery=True)
         daemon = build_daemon(bed.config())
-        with FleetMonitor(MqttConfig(port=bed.broker.port)) as fleet:
+        with FleetMonitor(MqttConfig(port=bed.broker.port), include_reports=True) as fleet:
             waiter = ReplyWaiter(bed.broker.port, "sohoa/demo/box-01/command/reply")
             daemon.start()
             try:
@@ -486,6 +487,11 @@ def test_daemon_reports_health_and_runs_commands(tmp_path: Path) -> None:
                 assert finished is not None, daemon.last_state
                 assert finished["digitized"]["pages_today"] >= 1
                 assert fleet.wait_until(has_record("demo", "box-01", lambda r: (r.state or {}).get("digitized", {}).get("documents_total") == 1), TIMEOUT)
+
+                # The uploader publishes the progress summary on its first round.
+                assert fleet.wait_until(lambda monitor: "demo/box-01" in monitor.report_payloads(), TIMEOUT)
+                summary = BoxSummary.from_json(fleet.report_payloads()["demo/box-01"])
+                assert summary.device == "box-01"
             finally:
                 waiter.recorder.stop()
                 daemon.stop()

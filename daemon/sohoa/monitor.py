@@ -219,7 +219,8 @@ class FleetMonitor:
         self._client_id = f"sohoa-monitor-{uuid.uuid4().hex[:12]}"
         self._sync_topic = f"{SYNC_TOPIC_PREFIX}/{self._client_id}/sync"
 
-        self._lock = threading.Lock()
+        # Reentrant, so that a predicate of wait_until() may call the public readers.
+        self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._records: dict[tuple[str, str], BoxRecord] = {}
         self._reports: dict[tuple[str, str], bytes] = {}
@@ -268,8 +269,8 @@ class FleetMonitor:
     def wait_until(self, predicate: Callable[[FleetMonitor], bool], timeout: float) -> bool:
         """Wait up to ``timeout`` seconds until ``predicate(self)`` holds after a message; return whether it held.
 
-        ``predicate`` runs while the monitor's lock is held, so it may read
-        :meth:`records_unlocked` but must not call the other methods.
+        ``predicate`` runs on the calling thread with the monitor's lock held,
+        so paho's thread waits meanwhile. It may call the public readers.
         """
         with self._changed:
             return self._changed.wait_for(lambda: predicate(self) or self._fatal_error is not None, timeout) and predicate(self)
