@@ -280,6 +280,7 @@ def test_corrupt_journal_is_rebuilt(config, damage):
     assert restored.sha256 == signed.sha256
     assert restored.signed_path == signed.signed_path
     assert restored.doc_code == signed.doc_code
+    assert [page.state for page in journal.pages(signed.id)] == ["recognized", "recognized"]
     assert journal.get_job(captured.id).state == "captured"
     restored_pages = journal.pages(captured.id)
     assert len(restored_pages) == 2

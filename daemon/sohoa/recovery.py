@@ -180,6 +180,9 @@ def restore_job(journal: Journal, folder: Path, manifest: dict) -> None:
             }
         )
         for page in pages:
+            # The recognize step names OCR results by page; repair_jobs checks that they are readable.
+            ocr_path = folder / "ocr" / f"page-{page['seq']:04d}.json"
+            recognized = ocr_path.exists()
             db["pages"].insert(
                 {
                     "job_id": manifest["job_id"],
@@ -189,8 +192,8 @@ def restore_job(journal: Journal, folder: Path, manifest: dict) -> None:
                     "width": page["width"],
                     "height": page["height"],
                     "dpi": page["dpi"],
-                    # OCR results are checked and reused by the recognize step itself.
-                    "state": "captured",
+                    "state": "recognized" if recognized else "captured",
+                    "ocr_path": str(ocr_path) if recognized else None,
                     "created_at": manifest["created_at"],
                 }
             )
@@ -291,7 +294,8 @@ def check_job_files(journal: Journal, job: Job, report: RecoveryReport) -> None:
         report.note("job %s: the unsigned PDF %s is missing or cannot be opened; building again", job.id, job.pdf_path)
         journal.update_job(job.id, state="recognized", pdf_path=None)
         job = journal.get_job(job.id)
-    if job.state in ("recognized", "built") and not ocr_results_intact(journal, job, report):
+    # A built job with an intact PDF needs no OCR result, because signing reads only the PDF.
+    if job.state == "recognized" and not ocr_results_intact(journal, job, report):
         journal.update_job(job.id, state="captured", pdf_path=None)
         report.note("job %s: OCR results are missing; recognizing the missing pages again", job.id)
 
