@@ -100,6 +100,10 @@ class SigningConfig(_Section):
         description="DocCode type abbreviations that the unit signs: licences, certificates, diplomas",
     )
 
+    # RFC 3161 time-stamping authority for PAdES B-T signatures; without it signatures are B-B.
+    tsa_url: str | None = Field(default=None, pattern=r"^https?://", description="URL of the RFC 3161 time-stamping authority")
+    tsa_timeout_seconds: float = Field(default=10.0, gt=0)
+
     @field_validator("key_id", "unit_key_id")
     @classmethod
     def _lower_hex(cls, value: str | None) -> str | None:
