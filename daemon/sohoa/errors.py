@@ -147,3 +147,9 @@ class JournalRebuiltError(JournalError):
     """The journal was corrupt and was rebuilt from the per-job manifests at start-up."""
 
     code = "journal_rebuilt"
+
+
+class TimestampUnavailableError(SigningError):
+    """The time-stamping authority did not answer or returned no usable RFC 3161 token."""
+
+    code = "timestamp_unavailable"
