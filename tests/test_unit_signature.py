@@ -384,7 +384,7 @@ def test_pipeline_rejects_non_pdfa_signed_file(one_token, tmp_path, monkeypatch)
 
     from sohoa.signing import pades
 
-    monkeypatch.setattr(pades._MetadataKeepingWriter, "_update_meta", IncrementalPdfFileWriter._update_meta)
+    monkeypatch.setattr(pades.MetadataKeepingWriter, "_update_meta", IncrementalPdfFileWriter._update_meta)
 
     with pytest.raises(PdfError) as raised:
         pipeline.sign(job)

@@ -13,7 +13,7 @@ copy without them:
   for PAdES signatures: PDF/A-2 allows developer extensions, pikepdf's
   validator accepts only Adobe's, so the copy drops it;
 - signature fields: each widget is printable and not hidden, has a normal
-  appearance stream whose fonts are embedded, and the form does not ask the
+  appearance stream whose fonts are embedded (unless it has zero size), and the form does not ask the
   viewer to build appearances (``/NeedAppearances``), has no XFA, and no
   JavaScript action;
 - everything else: ``pikepdf.pdfa.validate_written`` on a copy with sohoa's
@@ -131,6 +131,10 @@ def _widget_findings(widget: pikepdf.Dictionary, page_number: int) -> list[str]:
     if "/A" in widget or "/AA" in widget:
         findings.append(f"field {name} on page {page_number} has an action")
     appearance = widget.get("/AP")
+    x1, y1, x2, y2 = (float(value) for value in widget.get("/Rect", [0, 0, 0, 0]))
+    if appearance is None and x1 == x2 and y1 == y2:
+        # PDF/A-2 lets an annotation of zero size, such as an invisible document timestamp field, omit /AP.
+        return findings
     if appearance is None or "/N" not in appearance:
         findings.append(f"field {name} on page {page_number} has no normal appearance stream")
         return findings

@@ -25,7 +25,7 @@ from typing import Literal
 from asn1crypto import x509
 
 from sohoa.config import SigningConfig, read_secret
-from sohoa.errors import ConfigError
+from sohoa.errors import ConfigError, TimestampUnavailableError
 from sohoa.i18n import N_
 from sohoa.signing.pades import (
     OPERATOR_STAMP,
@@ -35,10 +35,21 @@ from sohoa.signing.pades import (
     sign_document,
     unit_stamp_text,
 )
+from sohoa.signing.timestamps import add_document_timestamp, make_timestamper
 from sohoa.signing.token import TokenSession, open_token_session
 from sohoa.signing.verify import SignatureStatus, VerificationResult, verify_pdf
 
-__all__ = ["KeyLocation", "SignatureStatus", "TokenInfo", "TokenSigner", "VerificationResult", "verify_pdf"]
+__all__ = [
+    "KeyLocation",
+    "SignatureStatus",
+    "SigningOutcome",
+    "TokenInfo",
+    "TokenSigner",
+    "VerificationResult",
+    "add_document_timestamp",
+    "make_timestamper",
+    "verify_pdf",
+]
 
 Role = Literal["operator", "unit"]
 
@@ -72,6 +83,14 @@ class KeyLocation:
         return cls(token_label, config.unit_key_id, pin_file, pin_env, "signing.unit_")
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SigningOutcome:
+    """What :meth:`TokenSigner.sign_pdf` did: whether the signature has a timestamp, and whether one is still owed."""
+
+    timestamped: bool
+    timestamp_pending: bool  # a TSA is configured but did not answer
 
 
 @dataclass(frozen=True)
@@ -148,8 +167,13 @@ class TokenSigner:
         signed_at: datetime | None = None,
         reason: str | None = None,
         location: str | None = None,
-    ) -> None:
+    ) -> SigningOutcome:
         """Write ``src`` with a visible PAdES signature to ``dst``, atomically.
+
+        With ``signing.tsa_url`` set the signature carries an RFC 3161
+        timestamp (PAdES B-T). If the authority does not answer, the file is
+        signed without one (PAdES B-B) and the outcome says that a document
+        timestamp is pending.
 
         ``signer_name`` is the person's name for the operator's signer and the
         unit's full name for the unit's signer. ``signed_at`` must carry a
@@ -167,9 +191,9 @@ class TokenSigner:
             layout, text = UNIT_STAMP, unit_stamp_text(signer_name, signed_at)
         else:
             layout, text = OPERATOR_STAMP, operator_stamp_text(signer_name, signed_at)
+        timestamper = make_timestamper(self._config)
 
-        with self._session() as token:
-            signer = self._cms_signer(token)
+        def sign(signer: TokenCmsSigner, with_timestamp: bool) -> None:
             sign_document(
                 signer,
                 Path(src),
@@ -180,8 +204,23 @@ class TokenSigner:
                 location=location,
                 stamp_text=text,
                 layout=layout,
+                timestamper=timestamper if with_timestamp else None,
             )
-        log.info("Signed %s as %s (%s) on token %s, wrote %s", src, signer_name, self._role, self.token_label, dst)
+
+        timestamped = timestamper is not None
+        with self._session() as token:
+            signer = self._cms_signer(token)
+            try:
+                sign(signer, timestamped)
+            except TimestampUnavailableError as exc:
+                log.warning("Signing %s without a timestamp (PAdES B-B): %s", src, exc)
+                timestamped = False
+                sign(signer, False)
+        log.info(
+            "Signed %s as %s (%s) on token %s, %s, wrote %s",
+            src, signer_name, self._role, self.token_label, "with a timestamp" if timestamped else "without a timestamp", dst,
+        )  # fmt: skip
+        return SigningOutcome(timestamped=timestamped, timestamp_pending=timestamper is not None and not timestamped)
 
     def _session(self):
         return open_token_session(

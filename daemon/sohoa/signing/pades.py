@@ -28,10 +28,12 @@ from pyhanko.pdf_utils.misc import PdfError as PyHankoPdfError
 from pyhanko.pdf_utils.text import TextBoxStyle
 from pyhanko.sign import fields, signers
 from pyhanko.sign.general import SigningError as PyHankoSigningError
+from pyhanko.sign.timestamps.api import TimeStamper
+from pyhanko.sign.timestamps.common_utils import TimestampRequestError
 from pyhanko.stamp import TextStampStyle
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
-from sohoa.errors import PdfError, SigningError
+from sohoa.errors import PdfError, SigningError, TimestampUnavailableError
 from sohoa.fsutil import write_atomic_with
 from sohoa.i18n import N_, _
 from sohoa.signing.mechanisms import select_operation
@@ -116,11 +118,16 @@ def sign_document(
     location: str | None,
     stamp_text: str,
     layout: StampLayout = OPERATOR_STAMP,
+    timestamper: TimeStamper | None = None,
 ) -> None:
-    """Write ``src`` signed by ``signer`` to ``dst`` atomically, with ``stamp_text`` in a field on page 1."""
+    """Write ``src`` signed by ``signer`` to ``dst`` atomically, with ``stamp_text`` in a field on page 1.
+
+    With ``timestamper`` the signature carries an RFC 3161 timestamp token
+    (PAdES B-T); TimestampUnavailableError means the authority did not answer.
+    """
     try:
         with open(src, "rb") as source:
-            writer = _MetadataKeepingWriter(source, strict=False)
+            writer = MetadataKeepingWriter(source, strict=False)
             field_spec = fields.SigFieldSpec(
                 sig_field_name=_free_field_name(writer),
                 on_page=0,
@@ -135,7 +142,12 @@ def sign_document(
                 location=location,
             )
             pdf_signer = _DatedPdfSigner(
-                metadata, signer, signed_at=signed_at, stamp_style=_stamp_style(layout), new_field_spec=field_spec
+                metadata,
+                signer,
+                signed_at=signed_at,
+                stamp_style=_stamp_style(layout),
+                new_field_spec=field_spec,
+                timestamper=timestamper,
             )
             appearance = {"text": stamp_text}
 
@@ -144,6 +156,12 @@ def sign_document(
                     pdf_signer.sign_pdf(writer, output=output, appearance_text_params=appearance)
 
             write_atomic_with(dst, write_signed, suffix=".pdf")
+    except TimestampRequestError as exc:  # an OSError subclass, so it is caught first
+        raise TimestampUnavailableError(
+            N_("The time-stamping authority {url} did not answer: {detail}; the timestamp is added when it answers."),
+            url=getattr(timestamper, "url", "?"),
+            detail=exc,
+        ) from exc
     except OSError as exc:
         raise PdfError(N_("Cannot read {src} or write {dst}: {detail}"), src=src, dst=dst, detail=exc) from exc
     except PyHankoPdfError as exc:
@@ -156,7 +174,7 @@ def sign_document(
         raise SigningError(N_("pyHanko failed to sign {src}: {detail}"), src=src, detail=exc) from exc
 
 
-class _MetadataKeepingWriter(IncrementalPdfFileWriter):
+class MetadataKeepingWriter(IncrementalPdfFileWriter):
     """Incremental writer that keeps the file PDF/A-2: version 1.7 at most, XMP and Info as the build wrote them.
 
     For ECDSA keys pyHanko 0.38 raises the catalog's /Version to 2.0 and

@@ -128,7 +128,11 @@ def _validate_one(signature, context: ValidationContext) -> SignatureStatus:
         )
 
     modification = getattr(status.modification_level, "name", "NONE")
-    modifications_ok = getattr(status, "docmdp_ok", True) or status.modification_level is None
+    if is_timestamp:
+        # A document timestamp sets no DocMDP permissions, so pyHanko leaves docmdp_ok at None.
+        modifications_ok = status.docmdp_ok is not False
+    else:
+        modifications_ok = status.docmdp_ok or status.modification_level is None
     intact = bool(status.intact and modifications_ok)
     signer = _common_name(status.signing_cert)
     if is_timestamp:

@@ -11,9 +11,14 @@ the organisation. It goes either on the operator's token under another CKA_ID
 from __future__ import annotations
 
 import dataclasses
-import os
 import datetime as dt
+import logging
+import os
 import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from cryptography import x509
@@ -21,9 +26,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from asn1crypto import tsp
+from asn1crypto import x509 as asn1_x509
+from pyhanko.keys import load_private_key_from_pemder
+from pyhanko.sign.timestamps.dummy_client import DummyTimeStamper
+
 from sohoa.fsutil import write_atomic
 from sohoa.testbed.pki import TestPki
 from sohoa.testbed.softhsm import SOFTHSM_UTIL, SUBPROCESS_TIMEOUT_SECONDS, TestToken, import_certificate
+
+log = logging.getLogger(__name__)
 
 UNIT_NAME = "Sở Giáo dục và Đào tạo tỉnh Bắc Ninh"
 VALIDITY_DAYS = 730
@@ -142,3 +154,71 @@ def _key_usage(*, content_commitment: bool) -> x509.KeyUsage:
         encipher_only=False,
         decipher_only=False,
     )
+
+
+class LocalTsa:
+    """An RFC 3161 time-stamping authority over HTTP on 127.0.0.1, signing with a test TSA certificate.
+
+    pyHanko's DummyTimeStamper builds and signs each token in-process; this
+    class puts it behind a real HTTP server so clients go through the network
+    path. ``available`` switched off makes it answer 503, as a TSA that is down.
+    """
+
+    def __init__(self, identity: TestPki) -> None:
+        certificate = asn1_x509.Certificate.load(identity.signer_cert_der)
+        key = load_private_key_from_pemder(str(identity.signer_key_path), passphrase=None)
+        self.stamper = DummyTimeStamper(tsa_cert=certificate, tsa_key=key, certs_to_embed=[])
+        self.available = True
+        self.requests = 0
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._thread = threading.Thread(target=self._server.serve_forever, name="local-tsa", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/tsa"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        tsa = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the name http.server dispatches to
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if not tsa.available:
+                    self.send_error(503, "time-stamping authority switched off by the test")
+                    return
+                tsa.requests += 1
+                try:
+                    reply = tsa.stamper.request_tsa_response(tsp.TimeStampReq.load(body)).dump()
+                except ValueError as exc:
+                    self.send_error(400, f"malformed time-stamp request: {exc}")
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/timestamp-reply")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - signature of http.server
+                log.debug("local TSA: " + format, *args)
+
+        return Handler
+
+
+@contextmanager
+def run_local_tsa(identity: TestPki) -> Iterator[LocalTsa]:
+    """Start a :class:`LocalTsa` for ``identity`` (see :func:`issue_tsa_identity`) and stop it on exit."""
+    tsa = LocalTsa(identity)
+    tsa.start()
+    try:
+        yield tsa
+    finally:
+        tsa.stop()
