@@ -91,12 +91,16 @@ def test_random_kills_lose_nothing(testbed, notify, tmp_path):
     daemon = DaemonProcess(testbed, config_path, notify, tmp_path / "daemon.log")
     journal_path = testbed.config().journal_path
     try:
-        campaign = kill_campaign(daemon, testbed.feeder_dir, journal_path, KILL_ITERATIONS, random.Random(20261204), max_delay=6.0)
+        campaign = kill_campaign(
+            daemon, testbed.feeder_dir, journal_path, KILL_ITERATIONS, random.Random(20261204), max_delay=6.0, corrupt_every=6
+        )
         finished = finish_queue(daemon, testbed.feeder_dir, journal_path)
     finally:
         daemon.kill()
 
     assert campaign.kills == KILL_ITERATIONS
+    assert campaign.journals_corrupted == 2
+    assert len(list(journal_path.parent.glob("journal.sqlite.corrupt-*"))) >= 2
     assert finished, (tmp_path / "daemon.log").read_text(encoding="utf-8")[-4000:]
     config = testbed.config()
     result = audit(config.journal_path, config.spool_dir, testbed.receiver, config.signing.trust_roots)

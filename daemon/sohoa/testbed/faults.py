@@ -195,6 +195,7 @@ class CampaignResult:
     kill_delays: list[float] = field(default_factory=list)
     # The daemon's last STATUS= message before each kill: the step it was killed in.
     stages_at_kill: dict[str, int] = field(default_factory=dict)
+    journals_corrupted: int = 0
 
 
 def kill_campaign(
@@ -206,12 +207,15 @@ def kill_campaign(
     *,
     max_delay: float = 20.0,
     documents: Sequence[str] = ("giay-phep", "ban-sao-bang"),
+    corrupt_every: int = 0,
 ) -> CampaignResult:
     """Start, press and SIGKILL the daemon ``iterations`` times at random moments.
 
     Before each press the feeder is loaded with the next one-page sample,
     unless a job is interrupted: then the feeder is emptied, so the press
-    finishes that job with the pages it has, as staff do after a jam.
+    finishes that job with the pages it has, as staff do after a jam. With
+    ``corrupt_every`` = n, every n-th kill is followed by overwriting the
+    journal with garbage, so the next start rebuilds it from the manifests.
     """
     result = CampaignResult()
     for iteration in range(iterations):
@@ -231,7 +235,17 @@ def kill_campaign(
         result.kills += 1
         stage = daemon.notify.last_status() or "before the first status"
         result.stages_at_kill[stage] = result.stages_at_kill.get(stage, 0) + 1
+        if corrupt_every and result.kills % corrupt_every == 0:
+            corrupt_journal(journal_path)
+            result.journals_corrupted += 1
     return result
+
+
+def corrupt_journal(journal_path: Path) -> None:
+    """Replace the journal with bytes that are not a SQLite database, and drop its WAL."""
+    for suffix in ("-wal", "-shm"):
+        journal_path.with_name(journal_path.name + suffix).unlink(missing_ok=True)
+    journal_path.write_bytes(b"not a database, as after a damaged SD card\n" * 256)
 
 
 def finish_queue(daemon: DaemonProcess, feeder_dir: Path, journal_path: Path, timeout: float = JOB_TIMEOUT_SECONDS) -> bool:
