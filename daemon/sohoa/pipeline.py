@@ -31,7 +31,7 @@ from sohoa.errors import (
     SignatureInvalidError,
     UploadConflictError,
 )
-from sohoa.fsutil import sha256_file, write_atomic
+from sohoa.fsutil import fsync_dir, sha256_file, write_atomic
 from sohoa.i18n import N_
 from sohoa.journal import Job, Journal
 from sohoa.search import index_document
@@ -311,12 +311,18 @@ class Pipeline:
         signed = self.job_dir(job.id) / self.document_filename(job)
         unit_signs = self.needs_unit_signature(job)
         operator_signed = signed.with_name(signed.name.removesuffix(".pdf") + ".operator.pdf") if unit_signs else signed
-        self.signer.sign_pdf(Path(job.pdf_path), operator_signed, signer_name=self.config.box.operator, location=self.config.box.unit)
+        outcome = self.signer.sign_pdf(
+            Path(job.pdf_path), operator_signed, signer_name=self.config.box.operator, location=self.config.box.unit
+        )
+        timestamp_pending = outcome.timestamp_pending
         if unit_signs:
             try:
-                self.unit_signer().sign_pdf(operator_signed, signed, signer_name=self.unit_name, location=self.config.box.unit)
+                unit_outcome = self.unit_signer().sign_pdf(
+                    operator_signed, signed, signer_name=self.unit_name, location=self.config.box.unit
+                )
             finally:
                 operator_signed.unlink(missing_ok=True)
+            timestamp_pending = timestamp_pending or unit_outcome.timestamp_pending
 
         result = verify_pdf(signed, self.config.signing.trust_roots)
         expected = 2 if unit_signs else 1
@@ -336,9 +342,59 @@ class Pipeline:
                 findings="; ".join(conformance.findings[:8]),
             )
         log.info("Job %s: signed and verified, PDF/A-%s (%s)", job.id, conformance.flavour, result.summary)
+        self._mark_timestamp_pending(job, timestamp_pending)
         return self.journal.set_state(
             job.id, "signed", signed_path=str(signed), sha256=sha256_file(signed), error_code=None, error_message=None
         )
+
+    def timestamp_marker(self, job: Job) -> Path:
+        """Return the file whose presence means the signed PDF still needs a document timestamp.
+
+        NOTE: the journal has no column for this yet, so the mark is a file in
+        the job's spool folder, written atomically like every other job file.
+        """
+        return self.job_dir(job.id) / "timestamp-pending"
+
+    def _mark_timestamp_pending(self, job: Job, pending: bool) -> None:
+        marker = self.timestamp_marker(job)
+        if pending:
+            write_atomic(marker, f"{self.config.signing.tsa_url}\n".encode())
+            log.warning("Job %s: signed without a timestamp (PAdES B-B); a document timestamp is added before upload", job.id)
+        else:
+            marker.unlink(missing_ok=True)
+
+    def add_pending_timestamp(self, job: Job) -> Job:
+        """Add the document timestamp a B-B signed job is waiting for, if the authority now answers.
+
+        Returns the job unchanged when nothing is pending. When the authority
+        still does not answer, logs a warning and returns the job unchanged,
+        so the document is uploaded as PAdES B-B rather than held back.
+        """
+        from sohoa.errors import TimestampUnavailableError
+        from sohoa.signing import add_document_timestamp, make_timestamper, verify_pdf
+
+        marker = self.timestamp_marker(job)
+        timestamper = make_timestamper(self.config.signing)
+        if not marker.exists() or timestamper is None or not job.signed_path:
+            return job
+        signed = Path(job.signed_path)
+        stamped = signed.with_name(signed.name.removesuffix(".pdf") + ".timestamped.pdf")
+        try:
+            add_document_timestamp(signed, stamped, timestamper)
+        except TimestampUnavailableError as exc:
+            log.warning("Job %s: still no timestamp, uploading as PAdES B-B: %s", job.id, exc)
+            return job
+
+        result = verify_pdf(stamped, self.config.signing.trust_roots)
+        if not (result.valid and result.intact):
+            stamped.unlink(missing_ok=True)
+            log.error("Job %s: the document timestamp did not verify, keeping the B-B file: %s", job.id, result.summary)
+            return job
+        stamped.replace(signed)
+        fsync_dir(signed.parent)
+        marker.unlink(missing_ok=True)
+        log.info("Job %s: document timestamp added (%s)", job.id, result.summary)
+        return self.journal.update_job(job.id, sha256=sha256_file(signed))
 
     def needs_unit_signature(self, job: Job) -> bool:
         """Return whether the converting unit signs this job's document as well as the operator."""
@@ -381,6 +437,7 @@ class Pipeline:
         return metadata
 
     def upload(self, job: Job) -> Receipt:
+        job = self.add_pending_timestamp(job)
         try:
             receipt = self.archive.upload(job.doc_code, Path(job.signed_path), self.upload_metadata(job))
         except UploadConflictError as exc:
