@@ -286,6 +286,7 @@ def test_corrupt_journal_is_rebuilt(config, damage):
     assert len(restored_pages) == 2
     assert all(page.sha256 == sha256_file(Path(page.path)) for page in restored_pages)
     assert journal.next_sequence("doc_code:H31.01") == 42
+    assert journal.next_sequence("mqtt_session") > 1_000_000
     journal.close()
 
 

@@ -25,6 +25,7 @@ import json
 import logging
 import shutil
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,6 +40,8 @@ from sohoa.scanner import PAGE_NAME_TEMPLATE
 log = logging.getLogger(__name__)
 
 ORPHANS_DIR_NAME = "orphans"
+# The journal counter that numbers MQTT sessions, as Daemon.start names it.
+MQTT_SESSION_COUNTER = "mqtt_session"
 
 
 @dataclass
@@ -149,6 +152,9 @@ def rebuild_from_manifests(journal: Journal, spool: Path, report: RecoveryReport
     with journal.transaction() as db:
         for agency, sequence in sequences.items():
             db["counters"].upsert({"name": f"doc_code:{agency}", "value": sequence}, pk="name")
+        # The MQTT session number must keep growing across the rebuild. The
+        # current Unix time exceeds any count of connections the box has made.
+        db["counters"].upsert({"name": MQTT_SESSION_COUNTER, "value": int(time.time())}, pk="name")
     report.note("rebuilt %d jobs from the manifests in %s", report.jobs_restored, spool)
 
 
