@@ -33,7 +33,7 @@ from sohoa.errors import ImageError, ModelError, OcrError
 from sohoa.ocr import OcrEngine, PageText, TextLine
 from sohoa.ocr import cli as ocr_cli
 from sohoa.ocr.detection import LineRegion
-from sohoa.ocr.layout import Box, reading_order, split_at_column_gaps
+from sohoa.ocr.layout import Box, deskewed_boxes, reading_order, split_at_column_gaps
 from sohoa.ocr.models import MANIFEST_NAME
 from sohoa.ocr.recognition import MAX_CHUNK_WIDTH
 from sohoa.pdf import ConversionMark, PageInput, build_pdf
@@ -249,6 +249,32 @@ def test_joined_columns_split_at_gutter():
     assert len(parts) == 2
     assert parts[0].quad[1][0] < 450
     assert parts[1].quad[0][0] > 450
+
+
+def test_reading_order_header_columns_overlap():
+    """A narrow gutter: the boxes of the two header columns overlap by the split margin."""
+    boxes = [
+        Box(454, 241, 1166, 296),  # 0 "UBND TỈNH BÌNH ĐỊNH"
+        Box(1141, 236, 2279, 299),  # 1 "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM"
+        Box(385, 320, 1108, 389),  # 2 "SỞ GIÁO DỤC VÀ ĐÀO TẠO"
+        Box(1382, 334, 2046, 389),  # 3 "Độc lập - Tự do - Hạnh phúc"
+        Box(1052, 589, 1432, 655),  # 4 "QUYẾT ĐỊNH", centred across the gutter
+    ]
+    assert reading_order(boxes) == [0, 2, 1, 3, 4]
+
+
+def test_reading_order_skewed_page():
+    """On a page 3 degrees askew, a short line below a long one stays below it."""
+    angle = np.radians(3.0)
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]], dtype=np.float32)
+
+    def line_quad(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+        corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float32)
+        return corners @ rotation.T
+
+    quads = [line_quad(354, 1000, 2300, 1055), line_quad(354, 1081, 700, 1136), line_quad(354, 1162, 2300, 1217)]
+
+    assert reading_order(deskewed_boxes(quads)) == [0, 1, 2]
 
 
 def test_reading_order_single_column():

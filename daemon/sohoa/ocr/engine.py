@@ -126,7 +126,7 @@ class OcrEngine:
 
         quads = [_to_page_pixels(region.quad, prepared.scale_x, prepared.scale_y, width, height) for region in regions]
         boxes = [_bounding_box(quad) for quad in quads]
-        order = layout.reading_order(boxes)
+        order = layout.reading_order(layout.deskewed_boxes(quads))
         return [quads[i] for i in order], [boxes[i] for i in order]
 
     def _reads_better_turned(self, page: np.ndarray, quads: list[np.ndarray]) -> bool:
