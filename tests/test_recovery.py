@@ -368,3 +368,25 @@ def test_purged_jobs_survive_rebuild(config):
     assert [repair for repair in report.repairs if "missing" in repair] == []
     assert journal.next_sequence("doc_code:H31.01") == 10
     journal.close()
+
+
+def test_missing_journal_with_manifests_is_rebuilt(config):
+    journal = open_plain(config)
+    job = make_signed_job(journal, config.spool_dir, 5)
+    journal.close()
+    for suffix in ("", "-wal", "-shm"):
+        config.journal_path.with_name(config.journal_path.name + suffix).unlink(missing_ok=True)
+
+    journal, report = open_journal(config)
+
+    assert report.rebuilt
+    assert report.corrupt_copy is None
+    assert journal.get_job(job.id).state == "signed"
+    journal.close()
+
+
+def test_empty_journal_file_is_not_corrupt(config):
+    config.box.data_dir.mkdir(parents=True)
+    config.journal_path.touch()
+
+    assert check_database(config.journal_path) is None

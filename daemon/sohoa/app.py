@@ -53,12 +53,19 @@ def build_daemon(config: Config, *, with_panel: bool = True, with_reporter: bool
         panel_factory=Panel if with_panel else None,
         notifier=notifier,
     )
-    if recovered.rebuilt:
+    if recovered.rebuilt and recovered.corrupt_copy is not None:
         daemon.raise_startup_alert(
             JournalRebuiltError(
                 N_("The journal was damaged and has been rebuilt with {count} jobs; the damaged copy is {path}. Check the queue, then press the button to continue."),
                 count=recovered.jobs_restored,
                 path=recovered.corrupt_copy,
+            )
+        )
+    elif recovered.rebuilt:
+        daemon.raise_startup_alert(
+            JournalRebuiltError(
+                N_("The journal was missing and has been rebuilt with {count} jobs. Check the queue, then press the button to continue."),
+                count=recovered.jobs_restored,
             )
         )
     return daemon

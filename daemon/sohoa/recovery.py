@@ -33,7 +33,9 @@ from pathlib import Path
 from PIL import Image
 
 from sohoa.config import Config
+from sohoa.errors import JournalError
 from sohoa.fsutil import sha256_file
+from sohoa.i18n import N_
 from sohoa.journal import JOB_STATES, MANIFEST_NAME, Job, Journal, utc_now
 from sohoa.scanner import PAGE_NAME_TEMPLATE
 
@@ -74,6 +76,9 @@ def open_journal(config: Config) -> tuple[Journal, RecoveryReport]:
         report.corrupt_copy = move_aside(config.journal_path)
         report.rebuilt = True
         log.error("Journal %s is corrupt (%s); moved to %s, rebuilding from the manifests", config.journal_path, problem, report.corrupt_copy)
+    elif not config.journal_path.exists() and any(spool.glob(f"*/{MANIFEST_NAME}")):
+        report.rebuilt = True
+        log.error("Journal %s is missing but the spool holds jobs; rebuilding it from the manifests", config.journal_path)
 
     journal = Journal(config.journal_path, manifests_dir=spool)
     if report.rebuilt:
@@ -89,17 +94,24 @@ def open_journal(config: Config) -> tuple[Journal, RecoveryReport]:
 
 
 def check_database(path: Path) -> str | None:
-    """Return None if the journal at ``path`` is absent or passes ``PRAGMA quick_check``, else the problem."""
+    """Return None if the journal at ``path`` is absent or passes ``PRAGMA quick_check``, else the problem.
+
+    Raises JournalError when the file cannot be checked at all (no permission,
+    locked, an I/O error), because moving a healthy journal aside for such a
+    cause would be worse than not starting.
+    """
     if not path.exists():
         return None
     try:
         conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=30)
         try:
             rows = conn.execute("PRAGMA quick_check").fetchall()
-            conn.execute("select count(*) from jobs").fetchone()
         finally:
             conn.close()
+    except sqlite3.OperationalError as exc:
+        raise JournalError(N_("Cannot check the journal {path}: {detail}"), path=path, detail=exc) from exc
     except sqlite3.DatabaseError as exc:
+        # SQLITE_NOTADB and SQLITE_CORRUPT: the file is damaged.
         return str(exc)
     results = [row[0] for row in rows]
     if results != ["ok"]:
