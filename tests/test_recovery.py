@@ -67,7 +67,7 @@ def make_signed_job(journal: Journal, spool: Path, sequence: int):
         ocr_path = folder / "ocr" / f"page-{page.seq:04d}.json"
         write_atomic(ocr_path, json.dumps({"lines": []}).encode())
         journal.set_page_recognized(job.id, page.seq, ocr_path)
-    journal.set_state(job.id, "recognized", fields={"Subject": {"value": "thử"}})
+    journal.set_state(job.id, "recognized", fields={"Subject": {"value": "thử", "confidence": 0.9, "sure": True}})
     doc_code = f"H31.01_QĐ_{sequence:06d}_V1"
     journal.update_job(job.id, doc_code=doc_code)
     unsigned = folder / f"{doc_code}.unsigned.pdf"
@@ -287,6 +287,8 @@ def test_corrupt_journal_is_rebuilt(config, damage):
     assert all(page.sha256 == sha256_file(Path(page.path)) for page in restored_pages)
     assert journal.next_sequence("doc_code:H31.01") == 42
     assert journal.next_sequence("mqtt_session") > 1_000_000
+    indexed = {row["job_id"] for row in journal.db.query("select job_id from search_documents")}
+    assert indexed == {signed.id}
     journal.close()
 
 

@@ -38,6 +38,7 @@ from sohoa.fsutil import sha256_file
 from sohoa.i18n import N_
 from sohoa.journal import JOB_STATES, MANIFEST_NAME, Job, Journal, utc_now
 from sohoa.scanner import PAGE_NAME_TEMPLATE
+from sohoa.search import rebuild_index
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ def open_journal(config: Config) -> tuple[Journal, RecoveryReport]:
     journal = Journal(config.journal_path, manifests_dir=spool)
     if report.rebuilt:
         rebuild_from_manifests(journal, spool, report)
+        indexed = rebuild_index(journal)
+        report.note("rebuilt the search index with %d documents", indexed.documents)
     repair_jobs(journal, spool, report)
     remove_orphan_folders(journal, config, report)
     if report.repairs:
