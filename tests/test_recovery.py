@@ -169,7 +169,7 @@ def test_deleted_signed_pdf_steps_back_to_built(config):
     journal.close()
 
 
-def test_changed_signed_pdf_and_broken_unsigned_step_back_to_recognized(config):
+def test_broken_pdfs_step_back_to_recognized(config):
     journal = open_plain(config)
     job = make_signed_job(journal, config.spool_dir, 1)
     journal.close()

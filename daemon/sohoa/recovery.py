@@ -79,7 +79,7 @@ def open_journal(config: Config) -> tuple[Journal, RecoveryReport]:
         log.error("Journal %s is corrupt (%s); moved to %s, rebuilding from the manifests", config.journal_path, problem, report.corrupt_copy)
     elif not config.journal_path.exists() and any(spool.glob(f"*/{MANIFEST_NAME}")):
         report.rebuilt = True
-        log.error("Journal %s is missing but the spool holds jobs; rebuilding it from the manifests", config.journal_path)
+        log.error("Journal %s is missing but the spool contains job manifests; rebuilding it from them", config.journal_path)
 
     journal = Journal(config.journal_path, manifests_dir=spool)
     if report.rebuilt:
