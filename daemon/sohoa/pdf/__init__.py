@@ -2,7 +2,8 @@
 
 The PDF is assembled from maintained libraries rather than written by hand:
 
-- fpdf2 lays out the pages: each page image at its scanned size, and on
+- fpdf2 lays out the pages: each page image at its scanned size (in grey
+  when a colour scan has no colour content, :mod:`sohoa.pdf.colour`), and on
   page 1 the visible mark of conversion in Noto Serif with a QR code
   (:mod:`sohoa.pdf.mark`).
 - OCRmyPDF's fpdf2 renderer (``Fpdf2MultiPageRenderer``) draws the
@@ -42,6 +43,7 @@ from sohoa.fsutil import write_atomic_with
 from sohoa.i18n import N_
 from sohoa.ocr import PageText
 from sohoa.pdf import metadata as xmp
+from sohoa.pdf.colour import apply_colour_policy
 from sohoa.pdf.images import check_dpi, load_page_image, prepare_for_embedding
 from sohoa.pdf.mark import ConversionMark, draw_mark, place_mark, qr_payload
 from sohoa.pdf.textlayer import font_manager, page_element
@@ -126,7 +128,7 @@ def render_image_pages(pages: Sequence[PageInput], out: Path, mark: ConversionMa
         with load_page_image(page.image) as scanned, page.text.upright(scanned) as image:
             size = _PageSize(image.width, image.height, page.dpi)
             placement = place_mark(image, page.dpi) if number == 1 else None
-            embeddable = prepare_for_embedding(image)
+            embeddable = prepare_for_embedding(apply_colour_policy(image))
             pdf.add_page(format=(size.width_pt, size.height_pt))
             pdf.image(embeddable.source, x=0, y=0, w=size.width_pt, h=size.height_pt)
         log.debug("Page %d: %s, %dx%d px at %d dpi", number, embeddable.encoding, size.width_px, size.height_px, size.dpi)
