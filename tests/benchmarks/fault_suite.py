@@ -12,7 +12,10 @@ Scenarios:
 * ``kill-late``: kill delay 0-8 s, across OCR, PDF building, signing and upload;
 * ``kill+network``: kill delay 0-8 s, with the archive behind a proxy that
   resets or stalls 40% of the connections;
-* ``kill+no-broker``: kill delay 0-8 s with the MQTT broker stopped for the whole run.
+* ``kill+no-broker``: kill delay 0-8 s with the MQTT broker stopped for the whole run;
+* ``kill+corrupt-journal``: kill delay 0-8 s, and after every 10th kill the
+  journal is overwritten with garbage, so the next start rebuilds it from the
+  per-job manifests.
 
 Run from the repository root::
 
@@ -40,6 +43,7 @@ SCENARIOS = {
     "kill-late": {"max_delay": 8.0},
     "kill+network": {"max_delay": 8.0, "network_fault_rate": 0.4},
     "kill+no-broker": {"max_delay": 8.0, "broker_down": True},
+    "kill+corrupt-journal": {"max_delay": 8.0, "corrupt_every": 10},
 }
 
 
@@ -61,7 +65,9 @@ def run_scenario(name: str, kills: int, seed: int, folder: Path) -> dict:
         journal_path = bed.config().journal_path
         started = time.monotonic()
         try:
-            campaign = kill_campaign(daemon, bed.feeder_dir, journal_path, kills, rng, max_delay=settings["max_delay"])
+            campaign = kill_campaign(
+                daemon, bed.feeder_dir, journal_path, kills, rng, max_delay=settings["max_delay"], corrupt_every=settings.get("corrupt_every", 0)
+            )
             finished = finish_queue(daemon, bed.feeder_dir, journal_path, timeout=600)
         finally:
             daemon.kill()
@@ -74,6 +80,7 @@ def run_scenario(name: str, kills: int, seed: int, folder: Path) -> dict:
         return {
             "scenario": name,
             "kills": campaign.kills,
+            "journals_corrupted": campaign.journals_corrupted,
             "network_faults": network_faults,
             "documents": result.documents,
             "pages": result.pages,
@@ -89,11 +96,11 @@ def run_scenario(name: str, kills: int, seed: int, folder: Path) -> dict:
 
 
 def print_table(rows: list[dict]) -> None:
-    print("| scenario | SIGKILLs | network faults | documents | pages | lost | duplicated | corrupted | orphan files | seconds |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| scenario | SIGKILLs | network faults | journals corrupted | documents | pages | lost | duplicated | corrupted | orphan files | seconds |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         print(
-            f"| {row['scenario']} | {row['kills']} | {row['network_faults']} | {row['documents']} | {row['pages']} | {row['lost']}"
+            f"| {row['scenario']} | {row['kills']} | {row['network_faults']} | {row['journals_corrupted']} | {row['documents']} | {row['pages']} | {row['lost']}"
             f" | {row['duplicated']} | {row['corrupted']} | {row['orphans']} | {row['seconds']:.0f} |"
         )
     print()
