@@ -133,7 +133,11 @@ def test_document_timestamp_added_later(signing, unsigned, tmp_path, pki, tsa):
     add_document_timestamp(signed, stamped, make_timestamper(signing))
     result = verify_pdf(stamped, [pki.ca_cert_path])
 
-    assert result.valid and result.intact and result.trusted, result.summary
+    assert result.valid, result.summary
+
+    assert result.intact, result.summary
+
+    assert result.trusted, result.summary
     signature, timestamp = result.signatures
     assert signature.kind == "signature"
     assert signature.modification == "LTA_UPDATES"
@@ -161,7 +165,9 @@ def test_both_signatures_timestamped(signing, unsigned, tmp_path, pki):
     result = verify_pdf(tmp_path / "signed.pdf", [pki.ca_cert_path])
 
     assert [status.timestamp_valid for status in result.signatures] == [True, True]
-    assert result.valid and result.intact and result.trusted
+    assert result.valid
+    assert result.intact
+    assert result.trusted
 
 
 # The pipeline: a B-B signature gets its document timestamp before upload.

@@ -143,7 +143,11 @@ def test_two_keys_one_token_both_verify(one_token, unsigned, tmp_path, identitie
 
     result = verify_pdf(_sign_both(one_token, unsigned, tmp_path), [pki.ca_cert_path])
 
-    assert result.valid and result.intact and result.trusted, result.summary
+    assert result.valid, result.summary
+
+    assert result.intact, result.summary
+
+    assert result.trusted, result.summary
     assert [status.signer for status in result.signatures] == [OPERATOR, UNIT_NAME]
     assert all(status.ok for status in result.signatures)
     assert result.signer == UNIT_NAME
@@ -158,7 +162,11 @@ def test_two_tokens_both_verify(two_tokens, unsigned, tmp_path, identities):
 
     result = verify_pdf(_sign_both(config, unsigned, tmp_path), [pki.ca_cert_path])
 
-    assert result.valid and result.intact and result.trusted, result.summary
+    assert result.valid, result.summary
+
+    assert result.intact, result.summary
+
+    assert result.trusted, result.summary
     assert [status.signer for status in result.signatures] == [OPERATOR, UNIT_NAME]
 
 

@@ -90,7 +90,7 @@ class SigningOutcome:
     """What :meth:`TokenSigner.sign_pdf` did: whether the signature has a timestamp, and whether one is still owed."""
 
     timestamped: bool
-    timestamp_pending: bool  # a TSA is configured but did not answer
+    timestamp_pending: bool  # a TSA is configured but did not respond
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ class TokenSigner:
         """Write ``src`` with a visible PAdES signature to ``dst``, atomically.
 
         With ``signing.tsa_url`` set the signature carries an RFC 3161
-        timestamp (PAdES B-T). If the authority does not answer, the file is
+        timestamp (PAdES B-T). If the authority does not respond, the file is
         signed without one (PAdES B-B) and the outcome says that a document
         timestamp is pending.
 

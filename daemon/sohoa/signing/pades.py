@@ -123,7 +123,7 @@ def sign_document(
     """Write ``src`` signed by ``signer`` to ``dst`` atomically, with ``stamp_text`` in a field on page 1.
 
     With ``timestamper`` the signature carries an RFC 3161 timestamp token
-    (PAdES B-T); TimestampUnavailableError means the authority did not answer.
+    (PAdES B-T); TimestampUnavailableError means the authority did not respond.
     """
     try:
         with open(src, "rb") as source:
@@ -158,7 +158,7 @@ def sign_document(
             write_atomic_with(dst, write_signed, suffix=".pdf")
     except TimestampRequestError as exc:  # an OSError subclass, so it is caught first
         raise TimestampUnavailableError(
-            N_("The time-stamping authority {url} did not answer: {detail}; the timestamp is added when it answers."),
+            N_("The time-stamping authority {url} did not respond: {detail}; the timestamp is added once it responds."),
             url=getattr(timestamper, "url", "?"),
             detail=exc,
         ) from exc

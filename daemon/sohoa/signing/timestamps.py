@@ -41,7 +41,7 @@ def add_document_timestamp(src: Path, dst: Path, timestamper: RequestsHTTPTimeSt
 
     The XMP packet, Info dictionary and PDF version stay as they are, so a
     PDF/A file stays PDF/A. Raises TimestampUnavailableError when the
-    authority does not answer, PdfError when ``src`` cannot be read.
+    authority does not respond, PdfError when ``src`` cannot be read.
     """
     from sohoa.signing.pades import MetadataKeepingWriter
 
@@ -57,7 +57,7 @@ def add_document_timestamp(src: Path, dst: Path, timestamper: RequestsHTTPTimeSt
             write_atomic_with(dst, write_stamped, suffix=".pdf")
     except TimestampRequestError as exc:
         raise TimestampUnavailableError(
-            N_("The time-stamping authority {url} did not answer: {detail}; the timestamp is added when it answers."),
+            N_("The time-stamping authority {url} did not respond: {detail}; the timestamp is added once it responds."),
             url=timestamper.url,
             detail=exc,
         ) from exc
