@@ -150,6 +150,6 @@ class JournalRebuiltError(JournalError):
 
 
 class TimestampUnavailableError(SigningError):
-    """The time-stamping authority did not answer or returned no usable RFC 3161 token."""
+    """The time-stamping authority did not respond or returned no usable RFC 3161 token."""
 
     code = "timestamp_unavailable"
