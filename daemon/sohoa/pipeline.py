@@ -364,10 +364,10 @@ class Pipeline:
             marker.unlink(missing_ok=True)
 
     def add_pending_timestamp(self, job: Job) -> Job:
-        """Add the document timestamp a B-B signed job is waiting for, if the authority now answers.
+        """Add the document timestamp a B-B signed job is waiting for, if the authority now responds.
 
         Returns the job unchanged when nothing is pending. When the authority
-        still does not answer, logs a warning and returns the job unchanged,
+        still does not respond, logs a warning and returns the job unchanged,
         so the document is uploaded as PAdES B-B rather than held back.
         """
         from sohoa.errors import TimestampUnavailableError
