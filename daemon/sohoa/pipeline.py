@@ -260,7 +260,7 @@ class Pipeline:
         out = self.job_dir(job.id) / self.document_filename(job, ".unsigned.pdf")
         document = self.document_metadata(job)
         metadata = {name: str(value) for name, value in document.items() if not isinstance(value, dict)}
-        # XMP holds plain text properties, so the unsure fields travel as one comma-separated list.
+        # XMP properties here are plain text, so the unsure fields go in as one comma-separated list.
         unsure = [name for name, level in document["FieldConfidence"].items() if level == "unsure"]
         metadata["UnsureFields"] = ",".join(unsure)
         build_pdf(pages, out, mark=mark, metadata=metadata, title=self._title(job))
@@ -300,7 +300,7 @@ class Pipeline:
         The unit signs licences, certificates and diplomas (the type codes in
         ``signing.unit_sign_types``) when ``signing.unit_key_id`` is set. A
         missing token or key raises a SigningError and leaves the job
-        ``built`` to be retried; a signed file that does not verify or is no
+        ``built`` to be retried. A signed file that does not verify or is no
         longer PDF/A is deleted.
         """
         from sohoa.pdf.conformance import check_pdfa
