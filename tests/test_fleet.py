@@ -1,7 +1,9 @@
 """The monitor's throughput with 200 simulated boxes on one real mosquitto on 127.0.0.1.
 
 One paho client publishes for all boxes, because the point is the monitor,
-not 200 TCP connections. Run with ``-s`` to see the measured figures.
+not 200 TCP connections. The tests check that every message arrives and the
+table is complete; they assert no speed. Run with ``-s`` to print the measured
+figures, which docs/benchmarks.md records.
 """
 
 from __future__ import annotations
@@ -23,9 +25,6 @@ from sohoa.testbed.mosquitto import Broker, start_mosquitto
 BOXES = 200
 ROUNDS = 25
 TIMEOUT = 60.0
-# Loose bounds, so that a loaded 2-core CI runner passes; the figures printed are what matters.
-MAX_COMPLETE_TABLE_SECONDS = 10.0
-MIN_MESSAGES_PER_SECOND = 300.0
 
 
 def box_name(number: int) -> tuple[str, str]:
@@ -106,7 +105,6 @@ def test_complete_table_from_retained(broker: Broker, publisher: paho.Client) ->
     assert len(rows) == BOXES
     assert all(row.status in ("ready", "busy") for row in rows)
     assert len(table.splitlines()) == BOXES + 3
-    assert elapsed < MAX_COMPLETE_TABLE_SECONDS
 
 
 def test_monitor_keeps_up_with_burst(broker: Broker, publisher: paho.Client) -> None:
@@ -137,4 +135,3 @@ def test_monitor_keeps_up_with_burst(broker: Broker, publisher: paho.Client) -> 
     )
     assert counters.messages == BOXES * ROUNDS
     assert counters.invalid == 0
-    assert rate > MIN_MESSAGES_PER_SECOND
