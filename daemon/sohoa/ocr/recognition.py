@@ -30,7 +30,10 @@ CUT_SEARCH_START = 0.6
 SPACE_MIN_WIDTH = 5
 MAX_BATCH_SIZE = 16
 # Sum of the padded widths of one batch, in pixels, to bound its memory.
-MAX_BATCH_WIDTH = 8192
+# A batch's activations reach about 100 MB at 8192 px, so 4096 px kept the
+# peak RSS of a 9-page run at 330-340 MB instead of 400-430 MB, at the same
+# speed within measurement noise (tests/benchmarks/ocr_benchmark.py, 1 thread).
+MAX_BATCH_WIDTH = 4096
 # Lines in one batch differ in width by at most this ratio, to limit padding.
 BATCH_WIDTH_RATIO = 1.1
 # Pixel value (0..255) used to pad crops; page background is white.
