@@ -100,6 +100,9 @@ class SigningConfig(_Section):
         description="DocCode type abbreviations that the unit signs: licences, certificates, diplomas",
     )
 
+    # RSA signatures use RSASSA-PSS, which the signature rules for state bodies
+    # require; "pkcs1v15" is for tokens that lack PSS. ECDSA keys ignore it.
+    rsa_padding: Literal["pss", "pkcs1v15"] = "pss"
     # RFC 3161 time-stamping authority for PAdES B-T signatures; without it signatures are B-B.
     tsa_url: str | None = Field(default=None, pattern=r"^https?://", description="URL of the RFC 3161 time-stamping authority")
     tsa_timeout_seconds: float = Field(default=10.0, gt=0)
