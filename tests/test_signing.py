@@ -117,7 +117,7 @@ def test_pyhanko_validation_agrees(token, unsigned_pdf, tmp_path):
     status = _pyhanko_status(signed, token.ca_cert_path)
 
     assert status.bottom_line
-    assert status.pkcs7_signature_mechanism == "sha256_rsa"
+    assert status.pkcs7_signature_mechanism == "rsassa_pss"
     assert status.signing_cert.subject.native["common_name"] == SIGNER_NAME
     with pikepdf.open(signed) as pdf:
         signature_dict = pdf.pages[0].Annots[0].V
@@ -391,6 +391,38 @@ def test_rsa_pss_signature(token, unsigned_pdf, tmp_path):
     result = verify_pdf(signed, [token.ca_cert_path])
     _assert_verified(result)
     assert _pyhanko_status(signed, token.ca_cert_path).pkcs7_signature_mechanism == "rsassa_pss"
+
+
+def test_default_padding_is_pss(token, unsigned_pdf, tmp_path):
+    signed = tmp_path / "signed.pdf"
+
+    _signer(token).sign_pdf(unsigned_pdf, signed, signer_name=SIGNER_NAME)
+
+    assert _pyhanko_status(signed, token.ca_cert_path).pkcs7_signature_mechanism == "rsassa_pss"
+
+
+def test_pkcs1v15_padding_setting(token, unsigned_pdf, tmp_path):
+    signed = tmp_path / "signed.pdf"
+
+    _signer(token, rsa_padding="pkcs1v15").sign_pdf(unsigned_pdf, signed, signer_name=SIGNER_NAME)
+
+    _assert_verified(verify_pdf(signed, [token.ca_cert_path]))
+    assert _pyhanko_status(signed, token.ca_cert_path).pkcs7_signature_mechanism == "sha256_rsa"
+
+
+def test_rejected_mechanism_names_setting(token, unsigned_pdf, tmp_path, monkeypatch, english):
+    # An RSA mechanism on an ECDSA-only path makes SoftHSM return CKR_MECHANISM_INVALID, as a token without PSS does.
+    import PyKCS11
+
+    from sohoa.signing import mechanisms
+
+    monkeypatch.setitem(mechanisms._RSA_PSS, "sha256", PyKCS11.CKM_ECDSA_SHA256)
+
+    with pytest.raises(SigningError) as raised:
+        _signer(token).sign_pdf(unsigned_pdf, tmp_path / "signed.pdf", signer_name=SIGNER_NAME)
+
+    assert "signing.rsa_padding" in str(raised.value)
+    assert not (tmp_path / "signed.pdf").exists()
 
 
 def test_second_signature_gets_new_field(token, unsigned_pdf, tmp_path):

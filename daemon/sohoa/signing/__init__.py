@@ -112,19 +112,19 @@ class TokenSigner:
     unit's signer (``role="unit"``, see :meth:`for_unit`) uses
     ``config.unit_key_id`` on ``config.unit_token_label`` (default: the
     operator's token) and draws its field at the top right. ``rsa_pss``
-    selects RSASSA-PSS instead of PKCS#1 v1.5 for RSA keys; it has no effect
-    on ECDSA keys.
+    selects RSASSA-PSS (True) or PKCS#1 v1.5 (False) for RSA keys and
+    defaults to ``config.rsa_padding``. It has no effect on ECDSA keys.
     """
 
-    def __init__(self, config: SigningConfig, *, rsa_pss: bool = False, role: Role = "operator") -> None:
+    def __init__(self, config: SigningConfig, *, rsa_pss: bool | None = None, role: Role = "operator") -> None:
         self._config = config
         self._role = role
         self._location = KeyLocation.of_unit(config) if role == "unit" else KeyLocation.of_operator(config)
         self._key_id = bytes.fromhex(self._location.key_id)
-        self._rsa_pss = rsa_pss
+        self._rsa_pss = config.rsa_padding == "pss" if rsa_pss is None else rsa_pss
 
     @classmethod
-    def for_unit(cls, config: SigningConfig, *, rsa_pss: bool = False) -> TokenSigner:
+    def for_unit(cls, config: SigningConfig, *, rsa_pss: bool | None = None) -> TokenSigner:
         """Return the converting unit's signer; raises ConfigError when ``config.unit_key_id`` is unset."""
         return cls(config, rsa_pss=rsa_pss, role="unit")
 

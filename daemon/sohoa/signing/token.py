@@ -38,6 +38,7 @@ _PIN_REJECTED = {
     PyKCS11.CKR_PIN_EXPIRED,
 }
 _PIN_LOCKED = {PyKCS11.CKR_PIN_LOCKED}
+_MECHANISM_REJECTED = {PyKCS11.CKR_MECHANISM_INVALID, PyKCS11.CKR_MECHANISM_PARAM_INVALID}
 # Return values that mean the token (or the session on it) is gone.
 _TOKEN_GONE = {
     PyKCS11.CKR_TOKEN_NOT_PRESENT,
@@ -77,6 +78,13 @@ def _translate(exc: PyKCS11.PyKCS11Error, token_label: str, step: str) -> Signin
     if exc.value in _TOKEN_GONE:
         return TokenNotFoundError(
             N_("Token {label} was removed or changed during {step} ({detail}); insert it again and retry."),
+            label=token_label,
+            step=step,
+            detail=detail,
+        )
+    if exc.value in _MECHANISM_REJECTED:
+        return SigningError(
+            N_("Token {label} rejected the signature mechanism during {step} ({detail}); if it lacks RSA-PSS, set signing.rsa_padding = \"pkcs1v15\"."),
             label=token_label,
             step=step,
             detail=detail,
