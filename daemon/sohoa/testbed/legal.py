@@ -159,9 +159,10 @@ def _key_usage(*, content_commitment: bool) -> x509.KeyUsage:
 class LocalTsa:
     """An RFC 3161 time-stamping authority over HTTP on 127.0.0.1, signing with a test TSA certificate.
 
-    pyHanko's DummyTimeStamper builds and signs each token in-process; this
+    pyHanko's DummyTimeStamper builds and signs each token in-process. This
     class puts it behind a real HTTP server so clients go through the network
-    path. ``available`` switched off makes it answer 503, as a TSA that is down.
+    path. With ``available`` false it responds with HTTP 503, as a TSA that
+    is down.
     """
 
     def __init__(self, identity: TestPki) -> None:
