@@ -92,7 +92,7 @@ def test_random_kills_lose_nothing(testbed, notify, tmp_path):
     journal_path = testbed.config().journal_path
     try:
         campaign = kill_campaign(
-            daemon, testbed.feeder_dir, journal_path, KILL_ITERATIONS, random.Random(20261204), max_delay=6.0, corrupt_every=6
+            daemon, testbed.feeder_dir, journal_path, KILL_ITERATIONS, random.Random(20261204), corrupt_every=6
         )
         finished = finish_queue(daemon, testbed.feeder_dir, journal_path)
     finally:

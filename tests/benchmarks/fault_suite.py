@@ -8,14 +8,17 @@ counts documents lost, duplicated and corrupted and files left behind.
 
 Scenarios:
 
-* ``kill-early``: kill delay 0-2 s, mostly start-up, scanning and OCR;
-* ``kill-late``: kill delay 0-8 s, across OCR, PDF building, signing and upload;
-* ``kill+network``: kill delay 0-8 s, with the archive behind a proxy that
-  resets or stalls 40% of the connections;
-* ``kill+no-broker``: kill delay 0-8 s with the MQTT broker stopped for the whole run;
-* ``kill+corrupt-journal``: kill delay 0-8 s, and after every 10th kill the
-  journal is overwritten with garbage, so the next start rebuilds it from the
-  per-job manifests.
+* ``kill-random``: the kill comes 0-8 s after the press;
+* ``kill-steps``: each kill picks a step (start-up recovery, scanning,
+  recognizing, building, signing, uploading), waits for the daemon to report
+  it and kills it a random moment later (see ``KILL_TARGETS``);
+* ``kill-steps+network``: as ``kill-steps``, with the archive behind a proxy
+  that resets or stalls 40% of the connections;
+* ``kill-steps+no-broker``: as ``kill-steps``, with the MQTT broker stopped
+  for the whole run;
+* ``kill-steps+corrupt-journal``: as ``kill-steps``, and after every 10th kill
+  the journal is overwritten with garbage, so the next start rebuilds it from
+  the per-job manifests.
 
 Run from the repository root::
 
@@ -39,11 +42,11 @@ from sohoa.testbed.demo import build_testbed, sample_pages
 from sohoa.testbed.faults import DaemonProcess, FaultyProxy, NotifyListener, audit, fault_config, finish_queue, kill_campaign
 
 SCENARIOS = {
-    "kill-early": {"max_delay": 2.0},
-    "kill-late": {"max_delay": 8.0},
-    "kill+network": {"max_delay": 8.0, "network_fault_rate": 0.4},
-    "kill+no-broker": {"max_delay": 8.0, "broker_down": True},
-    "kill+corrupt-journal": {"max_delay": 8.0, "corrupt_every": 10},
+    "kill-random": {"max_delay": 8.0},
+    "kill-steps": {},
+    "kill-steps+network": {"network_fault_rate": 0.4},
+    "kill-steps+no-broker": {"broker_down": True},
+    "kill-steps+corrupt-journal": {"corrupt_every": 10},
 }
 
 
@@ -66,7 +69,7 @@ def run_scenario(name: str, kills: int, seed: int, folder: Path) -> dict:
         started = time.monotonic()
         try:
             campaign = kill_campaign(
-                daemon, bed.feeder_dir, journal_path, kills, rng, max_delay=settings["max_delay"], corrupt_every=settings.get("corrupt_every", 0)
+                daemon, bed.feeder_dir, journal_path, kills, rng, max_delay=settings.get("max_delay"), corrupt_every=settings.get("corrupt_every", 0)
             )
             finished = finish_queue(daemon, bed.feeder_dir, journal_path, timeout=600)
         finally:
@@ -108,9 +111,9 @@ def print_table(rows: list[dict]) -> None:
     for row in rows:
         for stage, count in row["stages"].items():
             stages[stage] = stages.get(stage, 0) + count
-    print("Kills by the daemon's last status message:")
+    print("Where the kills landed (kill-steps: the targeted step; kill-random: the daemon's last status message):")
     print()
-    print("| status at kill | kills |")
+    print("| kill point | kills |")
     print("|---|---:|")
     for stage, count in sorted(stages.items(), key=lambda item: -item[1]):
         print(f"| {stage} | {count} |")
@@ -118,7 +121,7 @@ def print_table(rows: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kills", type=int, default=40, help="SIGKILLs per scenario (default 40)")
+    parser.add_argument("--kills", type=int, default=30, help="SIGKILLs per scenario (default 30)")
     parser.add_argument("--seed", type=int, default=1, help="random seed of the kill delays and network faults")
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), action="append", help="run only this scenario; repeatable")
     args = parser.parse_args(argv)

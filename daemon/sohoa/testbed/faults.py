@@ -198,6 +198,20 @@ class CampaignResult:
     journals_corrupted: int = 0
 
 
+# Kill points: the STATUS= message the daemon sends when a step starts, and the
+# range of the random delay after it. None means right after start-up, during recovery.
+KILL_TARGETS: dict[str, tuple[str | None, float, float]] = {
+    "start-up": (None, 0.0, 1.5),
+    "scanning": ("STATUS=Scanning.", 0.0, 1.0),
+    "recognizing": ("STATUS=Recognizing text.", 0.0, 3.0),
+    "building": ("STATUS=Building the PDF document.", 0.0, 1.5),
+    "signing": ("STATUS=Signing the document.", 0.0, 0.5),
+    "uploading": ("STATUS=Signing the document.", 0.3, 2.5),
+}
+# How long to wait for a targeted step before killing anyway.
+TARGET_TIMEOUT_SECONDS = 60.0
+
+
 def kill_campaign(
     daemon: DaemonProcess,
     feeder_dir: Path,
@@ -205,11 +219,16 @@ def kill_campaign(
     iterations: int,
     rng: random.Random,
     *,
-    max_delay: float = 20.0,
+    max_delay: float | None = None,
     documents: Sequence[str] = ("giay-phep", "ban-sao-bang"),
     corrupt_every: int = 0,
 ) -> CampaignResult:
-    """Start, press and SIGKILL the daemon ``iterations`` times at random moments.
+    """Start, press and SIGKILL the daemon ``iterations`` times.
+
+    With ``max_delay`` the kill comes a uniform random delay after the press.
+    Without it, each kill picks a random step of :data:`KILL_TARGETS`, waits
+    for the daemon to report that step and kills it a random moment later, so
+    that every step boundary and the inside of the long steps are hit.
 
     Before each press the feeder is loaded with the next one-page sample,
     unless a job is interrupted: then the feeder is emptied, so the press
@@ -219,26 +238,46 @@ def kill_campaign(
     """
     result = CampaignResult()
     for iteration in range(iterations):
-        daemon.start()
+        target = None if max_delay is not None else rng.choice(sorted(KILL_TARGETS))
+        daemon.start(wait_ready=target != "start-up")
         jobs, _pages = read_journal(journal_path)
         if any(job["state"] == "interrupted" for job in jobs):
             load_feeder(feeder_dir, [])
         else:
             load_feeder(feeder_dir, sample_pages(documents[iteration % len(documents)]))
-        daemon.press()
-        result.presses += 1
-        delay = rng.uniform(0.0, max_delay)
-        result.kill_delays.append(delay)
-        # The random delay is the injected fault's timing, not a synchronisation.
-        threading.Event().wait(delay)
+        since = daemon.notify.mark()
+        if target != "start-up":
+            daemon.press()
+            result.presses += 1
+
+        label = wait_for_kill_point(daemon, target, since, rng, max_delay, result)
         daemon.kill()
         result.kills += 1
-        stage = daemon.notify.last_status() or "before the first status"
-        result.stages_at_kill[stage] = result.stages_at_kill.get(stage, 0) + 1
+        result.stages_at_kill[label] = result.stages_at_kill.get(label, 0) + 1
         if corrupt_every and result.kills % corrupt_every == 0:
             corrupt_journal(journal_path)
             result.journals_corrupted += 1
     return result
+
+
+def wait_for_kill_point(
+    daemon: DaemonProcess, target: str | None, since: int, rng: random.Random, max_delay: float | None, result: CampaignResult
+) -> str:
+    """Wait until the moment to kill; return a label of where the kill lands."""
+    pause = threading.Event()
+    if target is None:
+        delay = rng.uniform(0.0, max_delay)
+        result.kill_delays.append(delay)
+        # The random delay is the injected fault's timing, not a synchronisation.
+        pause.wait(delay)
+        return daemon.notify.last_status() or "before the first status"
+
+    message, low, high = KILL_TARGETS[target]
+    reached = message is None or daemon.notify.wait_for(message, TARGET_TIMEOUT_SECONDS, since)
+    delay = rng.uniform(low, high)
+    result.kill_delays.append(delay)
+    pause.wait(delay)
+    return target if reached else f"{target} (not reached in {TARGET_TIMEOUT_SECONDS:.0f} s)"
 
 
 def corrupt_journal(journal_path: Path) -> None:
