@@ -71,6 +71,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--documents", type=int, default=3, help="number of rendered documents; each gives 3 pages")
     parser.add_argument("--json", type=Path, help="also write every figure and page text to this file")
+    parser.add_argument("--models", type=Path, default=MODELS_DIR, help="folder with sohoa's manifest.json and models (default: %(default)s)")
     parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--pages", type=Path, help=argparse.SUPPRESS)
@@ -80,10 +81,13 @@ def main() -> int:
         render_pages(args.pages, args.documents)
         return 0
     if args.worker:
-        result = run_sohoa(args.pages, args.threads) if args.worker == "sohoa" else run_tesseract(args.pages, args.threads)
+        if args.worker == "sohoa":
+            result = run_sohoa(args.pages, args.threads, args.models)
+        else:
+            result = run_tesseract(args.pages, args.threads)
         json.dump(result, sys.stdout, ensure_ascii=False)
         return 0
-    return run_benchmark(args.documents, args.json)
+    return run_benchmark(args.documents, args.json, args.models)
 
 
 # --- pages -------------------------------------------------------------------
@@ -125,13 +129,13 @@ def render_pages(folder: Path, documents: int) -> None:
 # --- engines, each run in a child process --------------------------------------
 
 
-def run_sohoa(folder: Path, threads: int) -> dict:
+def run_sohoa(folder: Path, threads: int, models_dir: Path) -> dict:
     from PIL import Image
 
     from sohoa.ocr import OcrEngine
 
     started = time.perf_counter()
-    engine = OcrEngine.load(MODELS_DIR, threads=threads)
+    engine = OcrEngine.load(models_dir, threads=threads)
     load_seconds = time.perf_counter() - started
 
     outputs, seconds = [], []
@@ -168,8 +172,8 @@ def run_tesseract(folder: Path, threads: int) -> dict:
     return {"outputs": outputs, "seconds": seconds, "load_seconds": 0.0, "peak_rss_mb": peak_kib / 1024}
 
 
-def run_worker(worker: str, folder: Path, threads: int = 1, documents: int = 0) -> dict:
-    command = [sys.executable, __file__, "--worker", worker, "--pages", str(folder)]
+def run_worker(worker: str, folder: Path, threads: int = 1, documents: int = 0, models_dir: Path = MODELS_DIR) -> dict:
+    command = [sys.executable, __file__, "--worker", worker, "--pages", str(folder), "--models", str(models_dir)]
     command += ["--threads", str(threads), "--documents", str(documents)]
     environment = dict(os.environ, PYTHONPATH=str(REPO / "daemon"))
     completed = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
@@ -178,12 +182,12 @@ def run_worker(worker: str, folder: Path, threads: int = 1, documents: int = 0) 
     return json.loads(completed.stdout) if completed.stdout.strip() else {}
 
 
-def model_megabytes(engine: str) -> float:
+def model_megabytes(engine: str, models_dir: Path) -> float:
     if engine == "sohoa":
-        manifest = json.loads((MODELS_DIR / "manifest.json").read_text(encoding="utf-8"))
+        manifest = json.loads((models_dir / "manifest.json").read_text(encoding="utf-8"))
         files = [model["file"] for model in manifest["models"]]
         files += [model["charset_file"] for model in manifest["models"] if model.get("charset_file")]
-        return sum((MODELS_DIR / name).stat().st_size for name in files) / 1e6
+        return sum((models_dir / name).stat().st_size for name in files) / 1e6
     for directory in TESSDATA_DIRS:
         if (directory / "vie.traineddata").is_file():
             return (directory / "vie.traineddata").stat().st_size / 1e6
@@ -242,12 +246,16 @@ def engine_versions() -> dict[str, str]:
     return {"onnxruntime": onnxruntime.__version__, "tesseract": first_line.strip()}
 
 
-def run_benchmark(documents: int, json_path: Path | None) -> int:
+def run_benchmark(documents: int, json_path: Path | None, models_dir: Path) -> int:
     with tempfile.TemporaryDirectory(prefix="sohoa-ocr-benchmark-") as work:
         folder = Path(work)
         run_worker("render", folder, documents=documents)
         pages = json.loads((folder / "pages.json").read_text(encoding="utf-8"))
-        runs = {(engine, threads): run_worker(engine, folder, threads) for engine in ENGINES for threads in THREAD_COUNTS}
+        runs = {
+            (engine, threads): run_worker(engine, folder, threads, models_dir=models_dir)
+            for engine in ENGINES
+            for threads in THREAD_COUNTS
+        }
 
     rows = []
     for engine in ENGINES:
@@ -262,7 +270,7 @@ def run_benchmark(documents: int, json_path: Path | None) -> int:
                     "seconds_1_thread": seconds_per_page(pages, single["seconds"], quality),
                     "seconds_4_threads": seconds_per_page(pages, multi["seconds"], quality),
                     "peak_rss_mb": max(single["peak_rss_mb"], multi["peak_rss_mb"]),
-                    "model_mb": model_megabytes(engine),
+                    "model_mb": model_megabytes(engine, models_dir),
                 }
             )
 

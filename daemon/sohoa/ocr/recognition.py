@@ -33,6 +33,8 @@ MAX_BATCH_SIZE = 16
 # A batch's activations reach about 100 MB at 8192 px, so 4096 px kept the
 # peak RSS of a 9-page run at 330-340 MB instead of 400-430 MB, at the same
 # speed within measurement noise (tests/benchmarks/ocr_benchmark.py, 1 thread).
+# NOTE: models/build.py calibrates on the engine's batches, so changing this
+# changes the int8 recognizer it builds; rebuild and commit the models after.
 MAX_BATCH_WIDTH = 4096
 # Lines in one batch differ in width by at most this ratio, to limit padding.
 BATCH_WIDTH_RATIO = 1.1
