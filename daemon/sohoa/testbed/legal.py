@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 UNIT_NAME = "Sở Giáo dục và Đào tạo tỉnh Bắc Ninh"
 VALIDITY_DAYS = 730
 MAIN_CATALOG = Path(__file__).resolve().parents[1] / "locale" / "vi" / "LC_MESSAGES" / "sohoa.po"
-LEGAL_FRAGMENT = Path(__file__).resolve().parents[1] / "locale" / "fragments" / "legal.po"
 
 
 def issue_unit_identity(pki: TestPki, folder: Path, unit_name: str = UNIT_NAME) -> TestPki:
@@ -76,21 +75,8 @@ def add_key(token: TestToken, identity: TestPki, key_id: str, label: str) -> Tes
 
 
 def compile_vietnamese_catalog(folder: Path) -> Path:
-    """Compile the main Vietnamese catalog merged with this area's fragment; return the .mo path.
-
-    The fragment wins where both translate a message, as it will after the merge.
-    """
-    folder = Path(folder)
-    merged = folder / "sohoa-legal.po"
-    mo_path = folder / "sohoa-legal.mo"
-    subprocess.run(
-        ["msgcat", "--use-first", "-o", str(merged), str(LEGAL_FRAGMENT), str(MAIN_CATALOG)],
-        check=True,
-        capture_output=True,
-        timeout=SUBPROCESS_TIMEOUT_SECONDS,
-    )
-    subprocess.run(["msgfmt", "-o", str(mo_path), str(merged)], check=True, capture_output=True, timeout=SUBPROCESS_TIMEOUT_SECONDS)
-    return mo_path
+    """Return the compiled Vietnamese catalog that the package ships; ``folder`` is unused."""
+    return MAIN_CATALOG.with_suffix(".mo")
 
 
 def _issue_identity(pki: TestPki, folder: Path, common_name: str, *, time_stamping: bool) -> TestPki:
