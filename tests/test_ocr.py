@@ -51,6 +51,7 @@ from sohoa.testbed.ocr import (
     page_cer,
     render_decision_page,
 )
+from sohoa.testbed.ocr import best_span, fast_edit_distance, line_matched_errors
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS_DIR = REPO / "models"
@@ -280,6 +281,41 @@ def test_reading_order_skewed_page():
 def test_reading_order_single_column():
     boxes = [Box(300, 300, 2000, 350), Box(300, 100, 2000, 150), Box(300, 200, 1200, 250)]
     assert reading_order(boxes) == [1, 2, 0]
+
+
+# --- benchmark metrics ----------------------------------------------------------
+
+
+def test_fast_edit_distance_matches_levenshtein():
+    rng = np.random.default_rng(5)
+    alphabet = list("aăâđêôơư ếổ.")
+    for _ in range(300):
+        first = "".join(rng.choice(alphabet, size=rng.integers(0, 30)))
+        second = "".join(rng.choice(alphabet, size=rng.integers(0, 30)))
+        assert fast_edit_distance(first, second) == edit_distance(first, second), (first, second)
+
+
+def test_best_span_finds_line_inside_joined_columns():
+    distance, pairs = best_span("CỘNG HÒA XÃ HỘI", "UBND TỈNH BÌNH ĐỊNH CỘNG HÒA XA HỘI CHỦ NGHĨA")
+    assert distance == 1
+    assert "".join(actual for _, actual in pairs if actual) == "CỘNG HÒA XA HỘI"
+
+
+def test_line_matched_errors_count_diacritics():
+    errors = line_matched_errors(["trung học phổ thông", "Điều 1."], ["trung hoc phố thông", "Diều 1,"])
+    assert errors.characters == 26
+    assert errors.character_errors == 4
+    assert errors.diacritic_letters == 5  # ọ, ổ, ô, Đ, ề
+    assert errors.diacritic_errors == 3
+    assert errors.wrong_mark_errors == 3
+    assert errors.words == 6
+    assert errors.word_errors == 4
+
+
+def test_page_cer_counts_reading_order():
+    references = ["UBND TỈNH", "SỞ GIÁO DỤC", "CỘNG HÒA"]
+    assert page_cer(references, references) == 0
+    assert page_cer(references, ["UBND TỈNH", "CỘNG HÒA", "SỞ GIÁO DỤC"]) > 0.2
 
 
 # --- result records -----------------------------------------------------------
