@@ -99,8 +99,8 @@ def deskewed_boxes(quads: list[np.ndarray]) -> list[Box]:
 
     The skew is the median angle of the lines' top edges, weighted by their
     length. On a page scanned 3 degrees askew, the bounding box of a long
-    line is taller than the short line beside its end, which would put the
-    lines in the wrong row; reading order is therefore found on these boxes.
+    line grows taller than the short line below its end and puts both in
+    one row. So reading order is found on these boxes.
     """
     if not quads:
         return []

@@ -143,10 +143,10 @@ def open_session(path: Path, threads: int) -> onnxruntime.InferenceSession:
     # process by hundreds of megabytes without making it faster.
     options.enable_cpu_mem_arena = False
     options.enable_mem_pattern = False
-    # Idle pool threads sleep instead of spinning. With more threads than
-    # free cores, spinning threads took the CPU from the working ones: at 4
-    # threads on 2 cores a page took 5.7 s with spinning and 2.2 s without,
-    # and at 2 threads both took 1.7 s (tests/benchmarks/ocr_benchmark.py).
+    # Idle pool threads sleep instead of spinning, because with more threads
+    # than free cores spinning threads take the CPU from the working ones.
+    # At 4 threads on 2 cores a page took 5.7 s with spinning and 2.2 s
+    # without. At 2 threads both took 1.7 s (tests/benchmarks/ocr_benchmark.py).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
