@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except SohoaError as exc:
-        log.error("%s (%s)", exc, exc.code)
+        # The user reads the translated message below; the log keeps the English one for support.
+        log.debug("%s (%s)", exc, exc.code)
         print(_("Error: {message}").format(message=exc.user_message()), file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
