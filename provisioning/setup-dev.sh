@@ -29,4 +29,9 @@ if [[ ! -x "$repo/.venv/bin/python" ]]; then
 fi
 "$repo/.venv/bin/pip" install -q --upgrade pip
 "$repo/.venv/bin/pip" install -q -e "$repo$extras"
+if [[ -n "$extras" ]]; then
+    # The wheels that carry the float source models, for the int8-against-float OCR tests.
+    # Without their dependencies: the tests only read the model files they ship.
+    "$repo/.venv/bin/pip" install -q --no-deps rapidocr==3.10.0 asterocr==1.0.2
+fi
 echo "sohoa installed in $repo/.venv"
