@@ -1,9 +1,9 @@
 """A whole box on one machine, for the demo and the end-to-end tests.
 
-:func:`build_testbed` starts real local services (mosquitto and the reference
-archive receiver on 127.0.0.1), creates a SoftHSM2 token with a test CA and a
-signer certificate, a private SANE configuration whose ``pnm`` device feeds
-the sample pages like a document feeder, and writes a config file for them.
+:func:`build_testbed` starts real local services: mosquitto and the reference
+archive receiver on 127.0.0.1. It creates a SoftHSM2 token with a test CA and a
+signer certificate, and a private SANE configuration whose ``pnm`` device feeds
+the sample pages like a document feeder. Then it writes a config file for them.
 :func:`run_demo` then presses the (mock) button and follows the document to
 the archive's receipt.
 """
