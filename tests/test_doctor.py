@@ -287,3 +287,29 @@ def test_vietnamese_output(bed, capsys, tmp_path, monkeypatch):
     assert re.search(r"^\[\s*LỖI\s*\] Thiết bị ký số \(token\): ", output, re.MULTILINE), output
     assert "Cách khắc phục: Hãy cắm thiết bị ký số (token) vào." in output
     assert "Dung lượng đĩa:" in output
+
+
+def test_unit_token_checked_when_configured(bed, tmp_path):
+    path = config_with(bed, tmp_path, "signing", unit_key_id=bed.token.key_id)
+
+    results = by_check(doctor.run_checks(path, only={"token", "unit_token"}))
+
+    assert results["token"].status == doctor.OK
+    assert results["unit_token"].status == doctor.OK
+    assert bed.token.label in results["unit_token"].message
+
+
+def test_unit_token_missing_key(bed, tmp_path):
+    path = config_with(bed, tmp_path, "signing", unit_key_id="7f")
+
+    results = by_check(doctor.run_checks(path, only={"token", "unit_token"}))
+
+    assert results["token"].status == doctor.OK
+    assert results["unit_token"].status == doctor.PROBLEM
+    assert "signing.unit_key_id" in results["unit_token"].fix
+
+
+def test_unit_token_skipped_without_unit_key(bed):
+    results = by_check(doctor.run_checks(bed.config_path))
+
+    assert "unit_token" not in results

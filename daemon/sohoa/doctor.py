@@ -42,6 +42,7 @@ CHECK_TITLES = {
     "config": N_("Configuration"),
     "scanner": N_("Scanner"),
     "token": N_("Signing token"),
+    "unit_token": N_("Unit's signing token"),
     "models": N_("OCR models"),
     "broker": N_("MQTT broker"),
     "archive": N_("Archive"),
@@ -103,30 +104,47 @@ def check_scanner(config: Config) -> CheckResult:
     return CheckResult("scanner", OK, _("{model} responds as {device}.").format(model=model, device=info.device))
 
 
-def check_token(config: Config, *, now: datetime | None = None, warning_days: int = DEFAULT_CERTIFICATE_WARNING_DAYS) -> CheckResult:
-    """Log in to the token, find the key and certificate, and check how long the certificate stays valid."""
+def check_token(
+    config: Config, *, now: datetime | None = None, warning_days: int = DEFAULT_CERTIFICATE_WARNING_DAYS, unit: bool = False
+) -> CheckResult:
+    """Log in to the token, find the key and certificate, and check how long the certificate stays valid.
+
+    With ``unit``, check the converting unit's key (the second signature on
+    licences, certificates and diplomas) instead of the operator's.
+    """
     from sohoa.signing import TokenSigner
 
+    name = "unit_token" if unit else "token"
     try:
-        info = TokenSigner(config.signing).probe()
+        signer = TokenSigner.for_unit(config.signing) if unit else TokenSigner(config.signing)
+        info = signer.probe()
     except SohoaError as exc:
-        return CheckResult("token", PROBLEM, exc.user_message(), _token_fix(exc))
+        fix = _unit_token_fix(exc) if unit else _token_fix(exc)
+        return CheckResult(name, PROBLEM, exc.user_message(), fix)
 
     now = now or datetime.now(timezone.utc)
     expiry = info.not_after.date().isoformat()
     if info.not_after <= now:
         message = _("The signing certificate {subject} expired on {date}.").format(subject=info.subject, date=expiry)
-        return CheckResult("token", PROBLEM, message, _("Have the certificate authority renew the certificate on the token."))
+        return CheckResult(name, PROBLEM, message, _("Have the certificate authority renew the certificate on the token."))
     days_left = (info.not_after - now).days
     if info.not_after - now < timedelta(days=warning_days):
         message = _("The signing certificate {subject} expires on {date}, in {days} days.").format(
             subject=info.subject, date=expiry, days=days_left
         )
-        return CheckResult("token", WARNING, message, _("Ask the certificate authority for a renewal before it expires."))
+        return CheckResult(name, WARNING, message, _("Ask the certificate authority for a renewal before it expires."))
     message = _("Token {label}: key {key_id} and certificate {subject}, valid until {date}.").format(
         label=info.label, key_id=info.key_id, subject=info.subject, date=expiry
     )
-    return CheckResult("token", OK, message)
+    return CheckResult(name, OK, message)
+
+
+def _unit_token_fix(error: SohoaError) -> str:
+    if isinstance(error, TokenNotFoundError):
+        return _("Plug the unit's signing token in. If it is plugged in, check signing.unit_token_label.")
+    if isinstance(error, KeyNotFoundError):
+        return _("Set signing.unit_key_id to the CKA_ID of the unit's key (`pkcs11-tool --module MODULE -O` lists the objects).")
+    return _token_fix(error)
 
 
 def _token_fix(error: SohoaError) -> str:
@@ -291,6 +309,7 @@ def run_checks(config_path: Path, *, only: set[str] | None = None, timeout: floa
     checks: dict[str, Callable[[Config], CheckResult]] = {
         "scanner": check_scanner,
         "token": lambda config: check_token(config, warning_days=warning_days),
+        "unit_token": lambda config: check_token(config, warning_days=warning_days, unit=True),
         "models": check_models,
         "broker": lambda config: check_broker(config, timeout=timeout),
         "archive": lambda config: check_archive(config, timeout=timeout),
@@ -299,6 +318,8 @@ def run_checks(config_path: Path, *, only: set[str] | None = None, timeout: floa
     for name, check in checks.items():
         if only is not None and name not in only:
             continue
+        if name == "unit_token" and (config is None or not config.signing.unit_signing_enabled):
+            continue  # no second signature is configured, so there is nothing to check
         if config is None:
             results.append(CheckResult(name, SKIPPED, _("Skipped because the configuration is invalid.")))
             continue
