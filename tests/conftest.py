@@ -26,3 +26,30 @@ def _vietnamese_by_default():
     set_language("vi")
     yield
     set_language("vi")
+
+
+@pytest.fixture
+def testbed(tmp_path):
+    """A whole box on this machine: broker, archive, token, SANE feeder with the sample decision."""
+    from sohoa.testbed.demo import build_testbed
+
+    with build_testbed(tmp_path / "bed") as bed:
+        yield bed
+
+
+@pytest.fixture
+def start_daemon(testbed):
+    """Return a function that starts a daemon on the testbed; every daemon started is stopped afterwards."""
+    from sohoa.app import build_daemon
+
+    started = []
+
+    def start():
+        daemon = build_daemon(testbed.config())
+        daemon.start()
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.stop()

@@ -5,44 +5,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 
-from sohoa.app import build_daemon
 from sohoa.journal import Journal
-from sohoa.testbed.demo import build_testbed, load_feeder, press_button, sample_pages, wait_for_state
+from sohoa.testbed.demo import load_feeder, press_button, sample_pages, wait_for_state
 
 JOB_TIMEOUT = 300
-
-
-@pytest.fixture
-def testbed(tmp_path):
-    with build_testbed(tmp_path / "bed") as bed:
-        yield bed
-
-
-@pytest.fixture
-def running(testbed):
-    daemons = []
-
-    def start():
-        daemon = build_daemon(testbed.config())
-        daemon.start()
-        daemons.append(daemon)
-        return daemon
-
-    yield start
-    for daemon in daemons:
-        daemon.stop()
 
 
 def journal_of(testbed) -> Journal:
     return Journal(testbed.config().journal_path)
 
 
-def test_press_after_jam_continues_document(testbed, running):
+def test_press_after_jam_continues_document(testbed, start_daemon):
     decision, licence = sample_pages("quyet-dinh"), sample_pages("giay-phep")
     load_feeder(testbed.feeder_dir, decision + licence, jam_at=len(decision) + 1)
-    daemon = running()
+    daemon = start_daemon()
     press_button(daemon)
     assert wait_for_state(daemon, lambda s: s["queue"]["interrupted"] == 1, 60) is not None
 
@@ -61,9 +38,9 @@ def test_press_after_jam_continues_document(testbed, running):
     assert state["alerts"] == []
 
 
-def test_empty_feeder_makes_no_job(testbed, running):
+def test_empty_feeder_makes_no_job(testbed, start_daemon):
     load_feeder(testbed.feeder_dir, [])
-    daemon = running()
+    daemon = start_daemon()
     press_button(daemon)
     state = wait_for_state(daemon, lambda s: s["last_error"] is not None, 60)
     assert state is not None
@@ -74,9 +51,9 @@ def test_empty_feeder_makes_no_job(testbed, running):
     assert sum(counts.values()) == 0
 
 
-def test_empty_press_finishes_interrupted_job(testbed, running):
+def test_empty_press_finishes_interrupted_job(testbed, start_daemon):
     load_feeder(testbed.feeder_dir, sample_pages("quyet-dinh"), jam_at=2)
-    daemon = running()
+    daemon = start_daemon()
     press_button(daemon)
     assert wait_for_state(daemon, lambda s: s["queue"]["interrupted"] == 1, 60) is not None
 
@@ -90,9 +67,9 @@ def test_empty_press_finishes_interrupted_job(testbed, running):
     assert job.page_count == 1
 
 
-def test_disk_reserve_refuses_new_scan(testbed, running):
+def test_disk_reserve_refuses_new_scan(testbed, start_daemon):
     testbed.rewrite_config("box", min_free_mb=10**9)
-    daemon = running()
+    daemon = start_daemon()
     press_button(daemon)
     state = wait_for_state(daemon, lambda s: s["state"] == "alert", 60)
     assert state is not None
@@ -105,8 +82,8 @@ def test_disk_reserve_refuses_new_scan(testbed, running):
     assert len(list(Path(testbed.feeder_dir).iterdir())) == len(sample_pages())
 
 
-def test_panel_shows_idle_then_error(testbed, running):
-    daemon = running()
+def test_panel_shows_idle_then_error(testbed, start_daemon):
+    daemon = start_daemon()
     assert wait_for_state(daemon, lambda s: s["state"] == "ready", 10) is not None
     assert daemon.panel.green_led.is_lit
     assert not daemon.panel.red_led.is_lit

@@ -12,7 +12,6 @@ import sys
 import unicodedata
 from pathlib import Path
 
-import pytest
 
 from sohoa.app import build_daemon
 from sohoa.journal import Journal
@@ -28,27 +27,6 @@ def _fold(text: str) -> str:
     return unicodedata.normalize("NFC", text).casefold()
 
 
-@pytest.fixture
-def testbed(tmp_path):
-    with build_testbed(tmp_path / "bed") as bed:
-        yield bed
-
-
-@pytest.fixture
-def daemon_for(testbed):
-    started = []
-
-    def start():
-        daemon = build_daemon(testbed.config())
-        daemon.start()
-        started.append(daemon)
-        return daemon
-
-    yield start
-    for daemon in started:
-        daemon.stop()
-
-
 def uploaded_jobs(testbed):
     journal = Journal(testbed.config().journal_path)
     try:
@@ -57,10 +35,10 @@ def uploaded_jobs(testbed):
         journal.close()
 
 
-def test_button_press_reaches_archive(testbed, daemon_for):
+def test_button_press_reaches_archive(testbed, start_daemon):
     recorder = MessageRecorder(testbed.broker.host, testbed.broker.port, "sohoa/demo/box-01/#")
     try:
-        daemon = daemon_for()
+        daemon = start_daemon()
         recorder.wait_for(lambda m: m.topic.endswith("/availability") and m.payload == b"online", timeout=10)
         press_button(daemon)
         press_button(daemon)  # a second press while the first job runs must not start another job
@@ -94,10 +72,10 @@ def test_button_press_reaches_archive(testbed, daemon_for):
         recorder.stop()
 
 
-def test_jam_keeps_scanned_pages(testbed, daemon_for):
+def test_jam_keeps_scanned_pages(testbed, start_daemon):
     pages = sample_pages("quyet-dinh") + sample_pages("giay-phep")
     load_feeder(testbed.feeder_dir, pages, jam_at=3)
-    daemon = daemon_for()
+    daemon = start_daemon()
     press_button(daemon)
     state = wait_for_state(daemon, lambda s: s["state"] == "alert", 120)
     assert state is not None
@@ -132,9 +110,9 @@ def test_unreachable_archive_uploads_later(tmp_path):
             daemon.stop()
 
 
-def test_missing_token_waits_unsigned(testbed, daemon_for):
+def test_missing_token_waits_unsigned(testbed, start_daemon):
     testbed.rewrite_config("signing", token_label="no-such-token")
-    daemon = daemon_for()
+    daemon = start_daemon()
     press_button(daemon)
     state = wait_for_state(daemon, lambda s: s["queue"]["to_sign"] == 1 and s["state"] == "alert", JOB_TIMEOUT)
     assert state is not None, "the document did not wait for the token"

@@ -5,7 +5,7 @@ Threads:
   a flag and wakes the worker.
 - the worker scans, then runs the on-box steps (recognize, build, sign) for
   every job that needs them, one job at a time so that OCR memory stays bounded;
-- the uploader sends signed documents whenever the archive answers, with
+- the uploader sends signed documents whenever the archive responds, with
   exponential backoff while it does not;
 - the main thread publishes the heartbeat and pings the systemd watchdog.
 """
@@ -56,6 +56,8 @@ PURGE_INTERVAL_SECONDS = 3600.0
 SUMMARY_INTERVAL_SECONDS = 900.0
 # Alerts whose cause a person must fix before the queue moves again.
 ATTENTION_CODES = {"token_missing", "key_not_found", "token_pin_invalid", "paper_jam", "cover_open", "disk_full"}
+# Alerts that only a plugged-in token or a corrected PIN clears; the red LED blinks for them.
+TOKEN_WAIT_CODES = {"token_missing", "key_not_found", "token_pin_invalid"}
 
 
 @dataclass(frozen=True)
@@ -309,7 +311,7 @@ class Daemon:
         log.info("Job %s: %d pages captured", result.job.id, result.job.page_count)
 
     def _end_scan(self) -> None:
-        """Accept presses again; done before an alert is shown, so a press that answers the alert counts."""
+        """Accept presses again; done before an alert is shown, so a press that responds to the alert counts."""
         with self._lock:
             self._scanning = False
 
@@ -501,7 +503,12 @@ class Daemon:
         """Return the status document published on MQTT."""
         counts = self.journal.state_counts()
         blocking = [alert for subsystem, alert in self._alerts.items() if subsystem != "upload"]
-        lifecycle = "alert" if blocking else ("busy" if self.busy else "ready")
+        if blocking:
+            lifecycle = "alert"
+        elif self.busy:
+            lifecycle = "busy"
+        else:
+            lifecycle = "ready"
         if blocking:
             message = blocking[-1].message
         else:
@@ -547,16 +554,21 @@ class Daemon:
         with self._publish_lock:
             self._publish_locked()
 
+    @staticmethod
+    def _panel_status(state: dict) -> str:
+        """Return the panel status that shows ``state`` on the LEDs."""
+        if state["state"] == "alert":
+            return "attention" if state["alert_code"] in TOKEN_WAIT_CODES else "error"
+        if state["state"] == "busy":
+            return "busy"
+        return "idle"
+
     def _publish_locked(self) -> None:
         state = self.state()
         # systemctl status shows STATUS=; a newline would start another notify assignment.
         self._notify("STATUS=" + " ".join(state["message"].split()))
         if self.panel is not None:
-            blocking = [code for subsystem, alert in self._alerts.items() if subsystem != "upload" for code in [alert.code]]
-            if blocking:
-                self.panel.show("attention" if blocking[-1] in {"token_missing", "key_not_found", "token_pin_invalid"} else "error")
-            else:
-                self.panel.show("busy" if self.busy else "idle")
+            self.panel.show(self._panel_status(state))
         if self.reporter is not None:
             self.reporter.publish_state(state)
         self.last_state = state

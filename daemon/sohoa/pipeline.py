@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ScanResult:
-    """What one button press produced: the job, and the scanner error that stopped it, if any."""
+    """Result of one button press: the job, and the scanner error that stopped it, if any."""
 
     job: Job | None
     pages_scanned: int
@@ -98,7 +98,7 @@ class Pipeline:
 
         Each page is journalled as soon as its file is durable. A batch that
         stops on a jam, an open cover or an I/O error leaves the job
-        ``interrupted`` with its pages; the next press continues it. A press
+        ``interrupted`` with its pages, and the next press continues it. A press
         on an empty feeder finishes an interrupted job with the pages it has.
         """
         job = self.journal.latest_interrupted()
@@ -275,8 +275,8 @@ class Pipeline:
         """Return the document's metadata, named as the national standard names them.
 
         A field the recognizer is not sure of is left empty and marked
-        ``unsure`` in ``FieldConfidence`` so that a person completes it; no
-        value is ever guessed.
+        ``unsure`` in ``FieldConfidence``, so that a person completes it. No
+        value is guessed.
         """
         metadata: dict[str, object] = {"DocCode": job.doc_code or "", "Language": "vi", "PageAmount": job.page_count}
         confidence: dict[str, str] = {}
@@ -445,15 +445,3 @@ class Pipeline:
             raise
         self.journal.set_state(job.id, "uploaded", receipt=receipt.raw, error_code=None, error_message=None)
         return receipt
-
-    # the whole path on the box
-
-    def process(self, job: Job) -> Job:
-        """Run the on-box steps a job still needs, up to a signed document."""
-        if job.state == "captured":
-            job = self.recognize(job)
-        if job.state == "recognized":
-            job = self.build(job)
-        if job.state == "built":
-            job = self.sign(job)
-        return job
