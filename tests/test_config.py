@@ -92,3 +92,23 @@ def test_secret_env_unset_is_error(monkeypatch):
 def test_secret_file_unreadable(tmp_path):
     with pytest.raises(ConfigError, match="credential file"):
         read_secret(tmp_path / "nope", None, "token PIN")
+
+
+def test_profiles_and_buttons_load():
+    data = minimal()
+    data["profiles"] = {"bang": {"label": "Văn bằng", "type_code": "VB", "mode": "Color", "flatbed": False}}
+    data["gpio"] = {"buttons": [{"pin": 5, "profile": "bang"}]}
+
+    config = parse_config(data)
+
+    assert config.profiles["bang"].type_code == "VB"
+    assert config.gpio.buttons[0].profile == "bang"
+    assert config.capture.separator_sheets is True
+
+
+def test_button_with_unknown_profile_is_rejected():
+    data = minimal()
+    data["gpio"] = {"buttons": [{"pin": 5, "profile": "bang"}]}
+
+    with pytest.raises(ConfigError, match=r"profile 'bang' has no \[profiles.bang\] section"):
+        parse_config(data)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from PIL import Image
+
 
 from sohoa.journal import Journal
 from sohoa.testbed.demo import load_feeder, press_button, sample_pages, wait_for_state
@@ -94,3 +96,30 @@ def test_panel_shows_idle_then_error(testbed, start_daemon):
     assert wait_for_state(daemon, lambda s: s["state"] == "alert", 60) is not None
     assert daemon.panel.red_led.is_lit
     assert not daemon.panel.green_led.is_lit
+
+
+def test_scan_with_profile_records_profile_and_origin(testbed, start_daemon):
+    testbed.rewrite_config("profiles.vanban", label="Văn bản", mode="Gray")
+    daemon = start_daemon()
+    daemon.request_scan(profile="vanban", origin="mqtt")
+    state = wait_for_state(daemon, lambda s: s["totals"]["documents_uploaded"] == 1, JOB_TIMEOUT)
+    assert state is not None
+
+    journal = journal_of(testbed)
+    job = journal.jobs_in("uploaded")[0]
+    pages = journal.pages(job.id)
+    journal.close()
+    assert (job.profile, job.origin) == ("vanban", "mqtt")
+    assert all(Image.open(page.path).mode == "L" for page in pages)
+
+
+def test_unknown_profile_is_an_alert_and_makes_no_job(testbed, start_daemon):
+    daemon = start_daemon()
+    daemon.request_scan(profile="missing")
+    state = wait_for_state(daemon, lambda s: s["last_error"] is not None, 60)
+    assert state is not None
+    assert state["last_error"]["code"] == "config_invalid"
+    journal = journal_of(testbed)
+    counts = journal.state_counts()
+    journal.close()
+    assert sum(counts.values()) == 0

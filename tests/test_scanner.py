@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sohoa.config import ScannerConfig
+from sohoa.config import ProfileConfig, ScannerConfig
 from sohoa.errors import (
     CoverOpenError,
     FeederEmptyError,
@@ -283,3 +283,21 @@ def test_bit_depths_give_8bit_pages(tmp_path, mode, depth):
     # The grid test picture is black and white squares: both extremes must survive.
     assert pixels.min() < 30
     assert pixels.max() > 225
+
+
+def test_profile_overrides_mode_and_flatbed_scans_one_page(tmp_path):
+    write_small_pages(tmp_path / "feeder", ["001.png", "002.png", "003.png"])
+    profile = ProfileConfig(mode="Gray", flatbed=True)
+
+    outcome = feeder_scanner(tmp_path / "feeder", mode="Color").scan_batch(tmp_path / "job", profile=profile)
+
+    assert outcome.error is None
+    assert [page.mode for page in outcome.pages] == ["L"]
+
+
+def test_profile_resolution_reaches_the_device(tmp_path):
+    scanner = Scanner(ScannerConfig(device="test:0", source="Automatic Document Feeder", resolution=75, max_pages=2))
+
+    outcome = scanner.scan_batch(tmp_path / "job", profile=ProfileConfig(resolution=100))
+
+    assert [page.dpi for page in outcome.pages] == [100, 100]

@@ -28,6 +28,10 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# A document-type abbreviation as DocCode uses it: QĐ, GCN, VB, KHAC...
+TypeCode = Annotated[str, StringConstraints(pattern=r"^[A-ZĐ0-9]{1,10}$")]
+
+
 class BoxConfig(_Section):
     """Identity of the box and of its operator; these names appear in the conversion mark."""
 
@@ -50,6 +54,13 @@ class BoxConfig(_Section):
     )
 
 
+class ButtonConfig(_Section):
+    """One extra GPIO button: a press scans with ``profile``."""
+
+    pin: int = Field(ge=0, le=27)
+    profile: str = Field(min_length=1, description="Name of a [profiles.NAME] section")
+
+
 class GpioConfig(_Section):
     """BCM pin numbers of the panel; ``pin_factory = "mock"`` uses gpiozero's mock pins."""
 
@@ -59,6 +70,12 @@ class GpioConfig(_Section):
     green_led_pin: int = Field(default=22, ge=0, le=27)
     red_led_pin: int = Field(default=27, ge=0, le=27)
     buzzer_pin: int | None = Field(default=None, ge=0, le=27)
+    buttons: list[ButtonConfig] = Field(
+        default_factory=list, description="Extra buttons, each starting a scan with its own capture profile"
+    )
+    long_press_seconds: float = Field(
+        default=2.0, gt=0, le=30, description="Holding a button this long cancels the running job (finishes it in flatbed mode)"
+    )
 
 
 class ScannerConfig(_Section):
@@ -72,6 +89,36 @@ class ScannerConfig(_Section):
         description="For the SANE pnm backend only: a folder of page images fed one per scan, like a feeder",
     )
     max_pages: int = Field(default=500, ge=1, le=10000)
+
+
+class ProfileConfig(_Section):
+    """A capture profile, chosen by a button or a cover sheet: what is scanned and how.
+
+    Unset scanner settings keep the ``[scanner]`` values. ``type_code`` is
+    the document type expected, used when the recognized text does not say.
+    In ``flatbed`` mode each press scans one page into the same document,
+    and a long press finishes it.
+    """
+
+    label: str = Field(default="", description="Name shown to staff, e.g. 'Văn bằng'")
+    type_code: TypeCode | None = None
+    source: str | None = None
+    mode: str | None = None
+    resolution: int | None = Field(default=None, ge=75, le=1200)
+    flatbed: bool = False
+
+
+class CaptureConfig(_Section):
+    """What starts a scan besides the panel button, and how scanned pages are separated and cleaned."""
+
+    scanner_buttons: bool = Field(default=False, description="Poll the scanner's own buttons, where its SANE backend exposes them")
+    auto_start: bool = Field(default=False, description="Start a scan when paper is placed in the feeder")
+    poll_seconds: float = Field(default=1.0, gt=0, le=60, description="How often the scanner's buttons and feeder are polled")
+    separator_sheets: bool = Field(default=True, description="Start a new document at each sohoa separator or cover sheet")
+    hot_folder: Path | None = Field(default=None, description="Folder where network scanners save files to import")
+    remove_blank_pages: bool = True
+    deskew: bool = True
+    crop: bool = True
 
 
 class OcrConfig(_Section):
@@ -152,10 +199,6 @@ class MqttConfig(_Section):
         return self
 
 
-# A document-type abbreviation as DocCode uses it: QĐ, GCN, VB, KHAC...
-TypeCode = Annotated[str, StringConstraints(pattern=r"^[A-ZĐ0-9]{1,10}$")]
-
-
 class PlanConfig(_Section):
     """The digitization plan: the counted paper stock and the share to digitize each year.
 
@@ -199,6 +242,15 @@ class Config(_Section):
     upload: UploadConfig
     mqtt: MqttConfig = MqttConfig()
     plan: PlanConfig = PlanConfig()
+    capture: CaptureConfig = CaptureConfig()
+    profiles: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]+$")], ProfileConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _button_profiles_exist(self) -> Config:
+        for button in self.gpio.buttons:
+            if button.profile not in self.profiles:
+                raise ValueError(f"gpio.buttons: profile {button.profile!r} has no [profiles.{button.profile}] section")
+        return self
 
     @property
     def spool_dir(self) -> Path:

@@ -37,7 +37,7 @@ from sohoa.errors import (
 from sohoa.i18n import N_, gettext as _
 from sohoa.journal import PENDING_STATES, Journal
 from sohoa.mqtt_commands import Command, CommandReply
-from sohoa.pipeline import Pipeline
+from sohoa.pipeline import CaptureRequest, Pipeline
 from sohoa.sysinfo import DeviceProbe, cpu_temperature_c, digitized_counts, disk_free_mb, model_versions
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class Daemon:
         self._work = threading.Event()
         self._upload_wake = threading.Event()
         self._lock = threading.Lock()
-        self._scan_requested = False
+        self._scan_requested: CaptureRequest | None = None
         self._scanning = False
         self._stage = "idle"
         self._alerts: dict[str, Alert] = {}
@@ -164,7 +164,7 @@ class Daemon:
         """
         signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
         signal.signal(signal.SIGINT, lambda *_: self._stop.set())
-        signal.signal(signal.SIGUSR1, lambda *_: self.request_scan())
+        signal.signal(signal.SIGUSR1, lambda *_: self.request_scan(origin="signal"))
         self.start()
         try:
             while not self._stop.wait(self.config.mqtt.heartbeat_seconds):
@@ -224,19 +224,19 @@ class Daemon:
 
     # the button
 
-    def request_scan(self) -> None:
-        """Ask for a scan; called on gpiozero's thread, so it only sets a flag."""
+    def request_scan(self, profile: str | None = None, origin: str = "button") -> None:
+        """Ask for a scan with the capture ``profile``; called on other threads, so it only sets a flag."""
         with self._lock:
-            if self._scanning or self._scan_requested:
-                log.info("Button pressed while a scan is running: ignored")
+            if self._scanning or self._scan_requested is not None:
+                log.info("Scan requested by %s while a scan is running: ignored", origin)
                 return
-            self._scan_requested = True
-        log.info("Button pressed: scan requested")
+            self._scan_requested = CaptureRequest(profile=profile, origin=origin)
+        log.info("Scan requested by %s (profile %s)", origin, profile or "default")
         self._work.set()
 
     @property
     def busy(self) -> bool:
-        return self._scanning or self._scan_requested or self._stage != "idle"
+        return self._scanning or self._scan_requested is not None or self._stage != "idle"
 
     # worker
 
@@ -248,12 +248,12 @@ class Daemon:
             if self._stop.is_set():
                 break
             with self._lock:
-                scan = self._scan_requested
-                self._scan_requested = False
-                self._scanning = scan
+                request = self._scan_requested
+                self._scan_requested = None
+                self._scanning = request is not None
             try:
-                if scan:
-                    self._run_scan()
+                if request is not None:
+                    self._run_scan(request)
                 with self._lock:
                     self._scanning = False
                 self._process_pending()
@@ -267,7 +267,7 @@ class Daemon:
                     self._scanning = False
                 self._set_stage("idle")
 
-    def _run_scan(self) -> None:
+    def _run_scan(self, request: CaptureRequest) -> None:
         try:
             self._check_disk()
         except DiskFullError as exc:
@@ -277,7 +277,7 @@ class Daemon:
         self._clear_alert("disk")
         self._set_stage("scanning")
         try:
-            result = self.pipeline.acquire()
+            result = self.pipeline.acquire(request)
         except SohoaError as exc:
             self._end_scan()
             self._raise_alert("scanner", exc)
@@ -483,9 +483,9 @@ class Daemon:
     def handle_command(self, command: Command) -> CommandReply:
         """Run a remote command from MQTT; called on the reporter's network thread, so it only sets flags."""
         if command.name == "scan":
-            if self._scanning or self._scan_requested:
+            if self._scanning or self._scan_requested is not None:
                 return CommandReply(False, "busy", _("A scan is already running; no new scan was started."))
-            self.request_scan()
+            self.request_scan(origin="mqtt")
             return CommandReply(True, "scan_requested", _("Scan requested."))
         if command.name == "flush-uploads":
             self._backoff.reset()

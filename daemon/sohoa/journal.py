@@ -72,6 +72,9 @@ class Job:
     duplicate_reason: str | None = None
     # When the retention purge removed the job's spool folder (see sohoa.retention).
     purged_at: str | None = None
+    # The capture profile the job was scanned with, and what started it (button, scanner_button, feeder, mqtt, signal, hot_folder).
+    profile: str | None = None
+    origin: str | None = None
 
     @classmethod
     def from_row(cls, row: dict) -> Job:
@@ -93,6 +96,8 @@ class Job:
             duplicate_of=row.get("duplicate_of"),
             duplicate_reason=row.get("duplicate_reason"),
             purged_at=row.get("purged_at"),
+            profile=row.get("profile"),
+            origin=row.get("origin"),
         )
 
 
@@ -174,7 +179,7 @@ class Journal:
             if "counters" not in self.db.table_names():
                 self.db["counters"].create({"name": str, "value": int}, pk="name")
             # Journals written before duplicate detection lack these columns.
-            for column in ("duplicate_of", "duplicate_reason", "purged_at"):
+            for column in ("duplicate_of", "duplicate_reason", "purged_at", "profile", "origin"):
                 if column not in self.db["jobs"].columns_dict:
                     self.db["jobs"].add_column(column, str)
             create_search_schema(self.db)
@@ -194,11 +199,13 @@ class Journal:
 
     # Jobs
 
-    def create_job(self) -> Job:
+    def create_job(self, *, profile: str | None = None, origin: str | None = None) -> Job:
         job_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
         now = utc_now()
         with self.transaction() as db:
-            db["jobs"].insert({"id": job_id, "created_at": now, "updated_at": now, "state": "scanning"})
+            db["jobs"].insert(
+                {"id": job_id, "created_at": now, "updated_at": now, "state": "scanning", "profile": profile, "origin": origin}
+            )
         log.info("Job %s created", job_id)
         self.write_manifest(job_id)
         return self.get_job(job_id)
@@ -346,6 +353,8 @@ class Journal:
             "duplicate_of": job.duplicate_of,
             "duplicate_reason": job.duplicate_reason,
             "purged_at": job.purged_at,
+            "profile": job.profile,
+            "origin": job.origin,
             "pages": [
                 {
                     "seq": page.seq,

@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from sohoa import fields as fieldlib
-from sohoa.config import Config
+from sohoa.config import Config, ProfileConfig
 from sohoa.duplicates import find_duplicate
 from sohoa.errors import (
+    ConfigError,
     FeederEmptyError,
     ImageError,
     PdfError,
@@ -43,6 +44,18 @@ if TYPE_CHECKING:
     from sohoa.upload import ArchiveClient, Receipt
 
 log = logging.getLogger(__name__)
+
+
+# What can start a scan; stored with the job.
+ORIGINS = ("button", "scanner_button", "feeder", "mqtt", "signal", "hot_folder")
+
+
+@dataclass(frozen=True)
+class CaptureRequest:
+    """One request to scan: the capture profile (a ``[profiles.NAME]`` key, or None) and what asked."""
+
+    profile: str | None = None
+    origin: str = "button"
 
 
 @dataclass(frozen=True)
@@ -93,7 +106,19 @@ class Pipeline:
 
     # acquire
 
-    def acquire(self) -> ScanResult:
+    def profile(self, name: str | None) -> ProfileConfig | None:
+        """Return the capture profile called ``name``, or None for the default settings."""
+        if name is None:
+            return None
+        try:
+            return self.config.profiles[name]
+        except KeyError:
+            raise ConfigError(
+                N_("Capture profile {profile} is not configured; add a [profiles.{profile}] section or use another profile."),
+                profile=name,
+            ) from None
+
+    def acquire(self, request: CaptureRequest | None = None) -> ScanResult:
         """Scan one batch: into the interrupted job if there is one, else into a new job.
 
         Each page is journalled as soon as its file is durable. A batch that
@@ -101,10 +126,13 @@ class Pipeline:
         ``interrupted`` with its pages, and the next press continues it. A press
         on an empty feeder finishes an interrupted job with the pages it has.
         """
+        request = request or CaptureRequest()
         job = self.journal.latest_interrupted()
         resuming = job is not None
+        # A continued job keeps the profile it was started with.
+        profile = self.profile(job.profile if resuming else request.profile)
         if job is None:
-            job = self.journal.create_job()
+            job = self.journal.create_job(profile=request.profile, origin=request.origin)
         else:
             self.journal.set_state(job.id, "scanning", error_code=None, error_message=None)
             log.info("Job %s: continuing the interrupted scan after page %d", job.id, job.page_count)
@@ -119,7 +147,7 @@ class Pipeline:
             log.info("Job %s: page %d captured (%s)", job.id, offset + page.index, page.path.name)
 
         try:
-            outcome = self.scanner.scan_batch(batch_dir, on_page=record)
+            outcome = self.scanner.scan_batch(batch_dir, on_page=record, profile=profile)
         except FeederEmptyError as exc:
             if resuming:
                 job = self.journal.set_state(job.id, "captured")

@@ -53,7 +53,7 @@ import numpy as np
 import sane
 from PIL import Image, UnidentifiedImageError
 
-from sohoa.config import ScannerConfig
+from sohoa.config import ProfileConfig, ScannerConfig
 from sohoa.errors import (
     CoverOpenError,
     FeederEmptyError,
@@ -382,10 +382,18 @@ class Scanner:
         # Devices reached through the net backend or by a path may not be listed.
         return ScannerInfo(device=self.config.device, vendor="", model="", type="")
 
-    def scan_batch(self, job_dir: Path, on_page: Callable[[ScannedPage], None] | None = None) -> ScanOutcome:
+    def scan_batch(
+        self,
+        job_dir: Path,
+        on_page: Callable[[ScannedPage], None] | None = None,
+        *,
+        profile: ProfileConfig | None = None,
+    ) -> ScanOutcome:
         """Scan until the feeder is empty, writing ``job_dir/page-0001.png``... as pages arrive.
 
-        ``on_page`` is called after each page file is durably on disk. Raises
+        ``profile`` overrides the configured source, mode and resolution where
+        it sets them; a flatbed profile scans one page. ``on_page`` is called
+        after each page file is durably on disk. Raises
         FeederEmptyError when there was no page at all, ScannerNotFoundError
         when the device cannot be opened and ScannerError when it rejects a
         configured option. A failure after that is returned in
@@ -397,31 +405,41 @@ class Scanner:
         try:
             with tempfile.TemporaryDirectory(prefix="sohoa-feeder-") as work_dir:
                 feeder = None
+                settings = self._settings(profile)
                 if self.uses_virtual_feeder:
-                    feeder = _VirtualFeeder(Path(self.config.feeder_dir), Path(work_dir), self.config.mode)
+                    feeder = _VirtualFeeder(Path(self.config.feeder_dir), Path(work_dir), settings.mode)
                     feeder.reset_backend(device, self.config.device)
-                self._apply_options(device)
-                return self._scan_pages(device, feeder, job_dir, on_page)
+                self._apply_options(device, settings)
+                one_page = profile is not None and profile.flatbed
+                return self._scan_pages(device, feeder, job_dir, on_page, one_page=one_page)
         finally:
             _close_device(device, self.config.device)
 
-    def _apply_options(self, device: sane.SaneDev) -> None:
+    def _settings(self, profile: ProfileConfig | None) -> ScannerConfig:
+        """Return the scanner settings with the profile's source, mode and resolution applied."""
+        if profile is None:
+            return self.config
+        overrides = {name: getattr(profile, name) for name in ("source", "mode", "resolution") if getattr(profile, name) is not None}
+        return self.config.model_copy(update=overrides)
+
+    def _apply_options(self, device: sane.SaneDev, settings: ScannerConfig | None = None) -> None:
         """Set source, mode, resolution, then ``options``, raising ScannerError for an option the device lacks.
 
         Options not set here keep the backend's current value, which some
         backends (the SANE test backend, for one) carry over from an earlier
         open in the same process.
         """
+        settings = settings or self.config
         name = self.config.device
-        if self.config.source is not None:
-            _set_option(device, name, "source", self.config.source)
+        if settings.source is not None:
+            _set_option(device, name, "source", settings.source)
         # Virtual devices such as pnm have no mode option, so the virtual feeder converts the image instead.
         if "mode" in device.opt:
-            _set_option(device, name, "mode", self.config.mode)
+            _set_option(device, name, "mode", settings.mode)
         else:
             log.debug("Scanner %s has no mode option, keeping its own", name)
         if "resolution" in device.opt:
-            _set_option(device, name, "resolution", self.config.resolution)
+            _set_option(device, name, "resolution", settings.resolution)
         for option, value in self.config.options.items():
             _set_option(device, name, option, value)
 
@@ -443,8 +461,10 @@ class Scanner:
         feeder: _VirtualFeeder | None,
         job_dir: Path,
         on_page: Callable[[ScannedPage], None] | None,
+        *,
+        one_page: bool = False,
     ) -> ScanOutcome:
-        is_feeder = self._is_feeder(device)
+        is_feeder = self._is_feeder(device) and not one_page
         limit = self.config.max_pages if is_feeder else 1
         dpi = self._page_dpi(device)
         pages: list[ScannedPage] = []

@@ -110,7 +110,7 @@ class Testbed:
         return load_config(self.config_path)
 
     def rewrite_config(self, section: str, **values: object) -> None:
-        self.sections[section].update(values)
+        self.sections.setdefault(section, {}).update(values)
         write_toml(self.config_path, self.sections)
 
     def stop(self) -> None:
