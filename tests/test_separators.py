@@ -460,3 +460,51 @@ def test_kill_during_split_keeps_every_page_once(tmp_path, point, number, scanne
     for job in jobs:
         for page in journal.pages(job.id):
             assert hashlib.sha256(Path(page.path).read_bytes()).hexdigest() == page.sha256
+
+
+# The whole box: MQTT event, alert, mark and upload metadata
+
+
+def test_page_count_mismatch_reaches_staff_and_archive(testbed, start_daemon, tmp_path):
+    from sohoa.testbed.demo import press_button, wait_for_state
+    from sohoa.testbed.mosquitto import MessageRecorder
+
+    cover = Sheet(kind="cover", sheet_id=new_sheet_id(), type_code="GP", operator="Trần Văn Bình", expected_pages=2)
+    load_feeder(testbed.feeder_dir, [sheet_page(tmp_path / "pages", "cover", cover), SAMPLES / "giay-phep-p1.png"])
+    recorder = MessageRecorder(testbed.broker.host, testbed.broker.port, "sohoa/demo/box-01/#")
+    try:
+        daemon = start_daemon()
+        recorder.wait_for(lambda m: m.topic.endswith("/availability") and m.payload == b"online", timeout=10)
+        press_button(daemon)
+
+        state = wait_for_state(daemon, lambda s: s["alert_code"] == "page_count_mismatch", 120)
+        assert state is not None, "no page-count alert"
+        assert cover.sheet_id in state["message"]
+        event = recorder.wait_for(
+            lambda m: m.topic.endswith("/event") and json.loads(m.payload).get("event") == "page_count_mismatch", timeout=10
+        )
+        payload = json.loads(event.payload)
+        assert payload["expected"] == 2
+        assert payload["scanned"] == 1
+        assert payload["sheet_id"] == cover.sheet_id
+
+        # The document is not held: it is signed and uploaded, marked with the difference.
+        state = wait_for_state(daemon, lambda s: s["totals"]["documents_uploaded"] >= 1, 600)
+        assert state is not None, "the flagged document did not reach the archive"
+    finally:
+        recorder.stop()
+
+    records = testbed.receiver.records()
+    assert len(records) == 1
+    record = records[0]
+    metadata = record["metadata"]
+    assert metadata["x_page_check"] == {"expected": 2, "scanned": 1, "match": False}
+    assert metadata["operator"] == "Trần Văn Bình"
+    assert metadata["x_sheet"]["sheet_id"] == cover.sheet_id
+    assert metadata["PageAmount"] == 1
+    journal = Journal(testbed.config().journal_path)
+    job = journal.jobs_in("uploaded")[0]
+    journal.close()
+    text = subprocess.run(["pdftotext", job.signed_path, "-"], capture_output=True, text=True, check=True).stdout
+    assert "Trần Văn Bình" in text
+    assert job.declared["type_check"]["declared"] == "GP"
