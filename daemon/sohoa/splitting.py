@@ -290,7 +290,7 @@ def apply_declared_type(declared: dict | None, fields: dict[str, dict]) -> tuple
     if recognized.get("value") and recognized.get("sure"):
         result = "match" if recognized_code == code else "conflict"
         if result == "conflict":
-            log.warning("The sheet declares document type %s but the text says %s; the recognized type is kept", code, recognized_code)
+            log.warning("The sheet declares document type %s but the recognized text shows %s; the recognized type is kept", code, recognized_code)
         return fields, {"declared": code, "recognized": recognized_code, "result": result}
 
     fields = {**fields, "TypeName": {"value": name, "confidence": 1.0, "sure": True}}
