@@ -230,6 +230,22 @@ def test_detection_on_scanned_pages(tmp_path):
         assert detect_sheet(Image.open(sample)) is None, sample.name
 
 
+@pytest.mark.parametrize("dpi", [150, 200, 300])
+def test_long_sheet_detected_at_scan_resolutions(tmp_path, dpi):
+    sheet = Sheet(
+        kind="cover",
+        sheet_id=new_sheet_id(),
+        profile="vanbang",
+        type_code="GCN",
+        operator="Nguyễn Thị Hồng Nhung Trần Văn Bình Lê Thị Ánh Tuyết Phạm Hữu Đức",
+        expected_pages=120,
+    )
+    pdf = tmp_path / "long.pdf"
+    render_sheets([sheet], pdf)
+
+    assert detect_sheet(Image.open(rasterize(pdf, tmp_path / "long", dpi=dpi))) == sheet
+
+
 def test_blank_measure_is_conservative(tmp_path):
     assert is_blank_page(Image.open(blank_back(tmp_path, "back")))
     one_word = Image.new("L", (2480, 3508), 250)
