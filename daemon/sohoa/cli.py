@@ -16,7 +16,7 @@ from sohoa.errors import SohoaError
 from sohoa.i18n import gettext as _, set_language
 
 DEFAULT_CONFIG = Path("/etc/sohoa/sohoa.toml")
-SUBCOMMAND_MODULES = ("sohoa.ocr.cli", "sohoa.receiver", "sohoa.doctor", "sohoa.search", "sohoa.report", "sohoa.monitor", "sohoa.verify")
+SUBCOMMAND_MODULES = ("sohoa.ocr.cli", "sohoa.receiver", "sohoa.doctor", "sohoa.search", "sohoa.report", "sohoa.monitor", "sohoa.verify", "sohoa.separator")
 log = logging.getLogger("sohoa")
 
 

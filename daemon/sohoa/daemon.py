@@ -38,6 +38,7 @@ from sohoa.i18n import N_, gettext as _
 from sohoa.journal import PENDING_STATES, Journal
 from sohoa.mqtt_commands import Command, CommandReply
 from sohoa.pipeline import CaptureRequest, Pipeline
+from sohoa.splitting import page_count_error
 from sohoa.sysinfo import DeviceProbe, cpu_temperature_c, digitized_counts, disk_free_mb, model_versions
 
 log = logging.getLogger(__name__)
@@ -275,6 +276,8 @@ class Daemon:
             self._raise_alert("disk", exc)
             return
         self._clear_alert("disk")
+        # A new press means staff have seen the last page-count warning.
+        self._clear_alert("page_count")
         self._set_stage("scanning")
         try:
             result = self.pipeline.acquire(request)
@@ -299,6 +302,7 @@ class Daemon:
         finally:
             self._end_scan()
         self._last_scan = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self._check_page_counts(result.documents)
         if result.error is not None:
             self._raise_alert("scanner", result.error)
             self._event(
@@ -308,7 +312,29 @@ class Daemon:
             return
         self._clear_alert("scanner")
         self._clear_alert("startup")
+        if result.job is None:
+            log.info("The batch held only separator or cover sheets; no document was captured")
+            return
         log.info("Job %s: %d pages captured", result.job.id, result.job.page_count)
+
+    def _check_page_counts(self, documents) -> None:
+        """Raise the page-count alert and event for each captured document whose count differs from its sheet's."""
+        for job in documents:
+            error = page_count_error(job)
+            if error is None:
+                continue
+            check = job.declared["page_check"]
+            self._raise_alert("page_count", error)
+            self._event(
+                "page_count_mismatch",
+                {
+                    "job_id": job.id,
+                    "sheet_id": job.declared.get("sheet_id"),
+                    "expected": check["expected"],
+                    "scanned": check["scanned"],
+                    "message": error.user_message(),
+                },
+            )
 
     def _end_scan(self) -> None:
         """Accept presses again; done before an alert is shown, so a press that responds to the alert counts."""

@@ -153,3 +153,9 @@ class TimestampUnavailableError(SigningError):
     """The time-stamping authority did not respond or returned no usable RFC 3161 token."""
 
     code = "timestamp_unavailable"
+
+
+class PageCountMismatchError(ScannerError):
+    """A document's scanned page count differs from the count its cover or separator sheet declares."""
+
+    code = "page_count_mismatch"

@@ -75,6 +75,12 @@ class Job:
     # The capture profile the job was scanned with, and what started it (button, scanner_button, feeder, mqtt, signal, hot_folder).
     profile: str | None = None
     origin: str | None = None
+    # The settings of the separator or cover sheet that opened the job, its sheet
+    # files and the page-count check (see sohoa.splitting); None without a sheet.
+    declared: dict | None = None
+    # The batch folder the scanner wrote this job's pages into before they were
+    # moved into the job's own folder; None when the job owns that folder.
+    source_batch: str | None = None
 
     @classmethod
     def from_row(cls, row: dict) -> Job:
@@ -98,6 +104,8 @@ class Job:
             purged_at=row.get("purged_at"),
             profile=row.get("profile"),
             origin=row.get("origin"),
+            declared=json.loads(row["declared"]) if row.get("declared") else None,
+            source_batch=row.get("source_batch"),
         )
 
 
@@ -179,7 +187,7 @@ class Journal:
             if "counters" not in self.db.table_names():
                 self.db["counters"].create({"name": str, "value": int}, pk="name")
             # Journals written before duplicate detection lack these columns.
-            for column in ("duplicate_of", "duplicate_reason", "purged_at", "profile", "origin"):
+            for column in ("duplicate_of", "duplicate_reason", "purged_at", "profile", "origin", "declared", "source_batch"):
                 if column not in self.db["jobs"].columns_dict:
                     self.db["jobs"].add_column(column, str)
             create_search_schema(self.db)
@@ -199,13 +207,23 @@ class Journal:
 
     # Jobs
 
-    def create_job(self, *, profile: str | None = None, origin: str | None = None) -> Job:
+    def create_job(
+        self,
+        *,
+        profile: str | None = None,
+        origin: str | None = None,
+        declared: dict | None = None,
+        source_batch: Path | None = None,
+    ) -> Job:
         job_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
         now = utc_now()
+        row = {"id": job_id, "created_at": now, "updated_at": now, "state": "scanning", "profile": profile, "origin": origin}
+        if declared is not None:
+            row["declared"] = json.dumps(declared, ensure_ascii=False)
+        if source_batch is not None:
+            row["source_batch"] = str(source_batch)
         with self.transaction() as db:
-            db["jobs"].insert(
-                {"id": job_id, "created_at": now, "updated_at": now, "state": "scanning", "profile": profile, "origin": origin}
-            )
+            db["jobs"].insert(row)
         log.info("Job %s created", job_id)
         self.write_manifest(job_id)
         return self.get_job(job_id)
@@ -218,7 +236,7 @@ class Journal:
         return Job.from_row(rows[0])
 
     def update_job(self, job_id: str, **changes: object) -> Job:
-        for key in ("fields", "receipt"):
+        for key in ("fields", "receipt", "declared"):
             if key in changes and not isinstance(changes[key], str) and changes[key] is not None:
                 changes[key] = json.dumps(changes[key], ensure_ascii=False)
         if "state" in changes and changes["state"] not in JOB_STATES:
@@ -235,9 +253,10 @@ class Journal:
         return job
 
     def jobs_in(self, *states: str) -> list[Job]:
+        """Return the jobs in ``states`` in creation order; rowid orders jobs created within one second."""
         marks = ",".join("?" for _ in states)
         with self._lock:
-            rows = list(self.db.query(f"select * from jobs where state in ({marks}) order by created_at, id", list(states)))
+            rows = list(self.db.query(f"select * from jobs where state in ({marks}) order by created_at, rowid", list(states)))
         return [Job.from_row(row) for row in rows]
 
     def latest_interrupted(self) -> Job | None:
@@ -355,6 +374,8 @@ class Journal:
             "purged_at": job.purged_at,
             "profile": job.profile,
             "origin": job.origin,
+            "declared": job.declared,
+            "source_batch": self._spool_relative(job.source_batch),
             "pages": [
                 {
                     "seq": page.seq,
@@ -367,6 +388,14 @@ class Journal:
                 for page in self.pages(job_id)
             ],
         }
+
+    def _spool_relative(self, path: str | None) -> str | None:
+        if path is None or self.manifests_dir is None:
+            return path
+        try:
+            return str(Path(path).relative_to(self.manifests_dir))
+        except ValueError:
+            return path
 
     def write_manifest(self, job_id: str) -> None:
         """Rewrite ``<manifests_dir>/<job id>/manifest.json`` durably; do nothing without ``manifests_dir``.

@@ -36,6 +36,14 @@ from sohoa.fsutil import fsync_dir, sha256_file, write_atomic
 from sohoa.i18n import N_
 from sohoa.journal import Job, Journal
 from sohoa.search import index_document
+from sohoa.splitting import (
+    BatchSplitter,
+    PageFile,
+    apply_declared_type,
+    close_document,
+    declared_metadata,
+    declared_operator,
+)
 
 if TYPE_CHECKING:
     from sohoa.ocr import OcrEngine, PageText
@@ -60,11 +68,16 @@ class CaptureRequest:
 
 @dataclass(frozen=True)
 class ScanResult:
-    """Result of one button press: the job, and the scanner error that stopped it, if any."""
+    """Result of one button press: the last job, and the scanner error that stopped it, if any.
+
+    ``documents`` lists the jobs the press captured, in feed order: more than
+    one when separator or cover sheets split the batch.
+    """
 
     job: Job | None
     pages_scanned: int
     error: Exception | None
+    documents: tuple[Job, ...] = ()
 
 
 def _slug(text: str) -> str:
@@ -125,6 +138,8 @@ class Pipeline:
         stops on a jam, an open cover or an I/O error leaves the job
         ``interrupted`` with its pages, and the next press continues it. A press
         on an empty feeder finishes an interrupted job with the pages it has.
+        With ``capture.separator_sheets``, each separator or cover sheet ends
+        the current job and starts a new one (see :mod:`sohoa.splitting`).
         """
         request = request or CaptureRequest()
         job = self.journal.latest_interrupted()
@@ -137,42 +152,59 @@ class Pipeline:
             self.journal.set_state(job.id, "scanning", error_code=None, error_message=None)
             log.info("Job %s: continuing the interrupted scan after page %d", job.id, job.page_count)
 
-        offset = job.page_count
         batch_dir = self.job_dir(job.id) / f"batch-{self._next_batch_number(job.id):02d}"
+        splitter = BatchSplitter(
+            self.journal,
+            self.config.spool_dir,
+            job,
+            batch_dir,
+            origin=request.origin,
+            profiles=self.config.profiles,
+            detect_sheets=self.config.capture.separator_sheets,
+        )
 
         def record(page: ScannedPage) -> None:
-            self.journal.add_page(
-                job.id, offset + page.index, page.path, sha256_file(page.path), page.width, page.height, page.dpi
-            )
-            log.info("Job %s: page %d captured (%s)", job.id, offset + page.index, page.path.name)
+            splitter.record(PageFile(page.path, page.width, page.height, page.dpi))
 
         try:
             outcome = self.scanner.scan_batch(batch_dir, on_page=record, profile=profile)
         except FeederEmptyError as exc:
-            if resuming:
-                job = self.journal.set_state(job.id, "captured")
-                return ScanResult(job, 0, None)
+            if resuming and job.page_count > 0:
+                job = close_document(self.journal, job)
+                return ScanResult(job, 0, None, (job,))
             self._discard_empty_job(job.id)
             return ScanResult(None, 0, exc)
         except Exception as exc:
-            job = self.journal.get_job(job.id)
-            self._interrupt(job, exc)
+            self._interrupt(self.journal.get_job(splitter.current.id), exc)
             raise
 
-        job = self.journal.get_job(job.id)
+        return self._finish_batch(splitter, outcome)
+
+    def _finish_batch(self, splitter: BatchSplitter, outcome) -> ScanResult:
+        """Interrupt or capture the job the batch ended in, and list the documents the press captured."""
+        job = self.journal.get_job(splitter.current.id)
+        documents = list(splitter.closed)
+        scanned = len(outcome.pages)
         if outcome.error is not None:
             job = self._interrupt(job, outcome.error)
-            return ScanResult(job, len(outcome.pages), outcome.error)
-        job = self.journal.set_state(job.id, "captured")
-        return ScanResult(job, len(outcome.pages), None)
+            return ScanResult(job, scanned, outcome.error, tuple(documents))
+        if job.page_count == 0:
+            # Only sheets followed the last document, so no new document was started.
+            self._discard_empty_job(job.id)
+            last = documents[-1] if documents else None
+            return ScanResult(last, scanned, None, tuple(documents))
+        job = close_document(self.journal, job)
+        documents.append(job)
+        return ScanResult(job, scanned, None, tuple(documents))
 
     def _next_batch_number(self, job_id: str) -> int:
         folder = self.job_dir(job_id)
         return len(list(folder.glob("batch-*"))) + 1 if folder.exists() else 1
 
     def _interrupt(self, job: Job, error: Exception) -> Job:
+        """Keep ``job`` as ``interrupted`` for the next press, or discard it when it has neither a page nor a sheet."""
         code = getattr(error, "code", "scanner_failed")
-        if job.page_count == 0:
+        if job.page_count == 0 and not job.declared:
             self._discard_empty_job(job.id)
             return job
         return self.journal.set_state(job.id, "interrupted", error_code=code, error_message=str(error))
@@ -205,6 +237,8 @@ class Pipeline:
         full_text = "\n".join(text.text for text in texts)
         confidences = [line.confidence for text in texts for line in text.lines]
         fields = fieldlib.fields_to_json(fieldlib.extract_fields(full_text, confidences))
+        fields, type_check = apply_declared_type(job.declared, fields)
+        declared_changes = {"declared": {**job.declared, "type_check": type_check}} if type_check else {}
         # The search row, the duplicate mark and the state change commit together.
         with self.journal.transaction() as db:
             duplicate = find_duplicate(db, job.id, fields, full_text)
@@ -215,6 +249,7 @@ class Pipeline:
                 fields=fields,
                 duplicate_of=duplicate.job_id if duplicate else None,
                 duplicate_reason=duplicate.reason if duplicate else None,
+                **declared_changes,
             )
         if duplicate is not None:
             log.warning(
@@ -280,7 +315,7 @@ class Pipeline:
         ]
         mark = ConversionMark(
             converted_at=datetime.fromisoformat(job.created_at).astimezone(),
-            operator=self.config.box.operator,
+            operator=self.operator_of(job),
             unit=self.config.box.unit,
             doc_code=job.doc_code,
             pages_sha256=self.pages_sha256(job),
@@ -293,6 +328,10 @@ class Pipeline:
         metadata["UnsureFields"] = ",".join(unsure)
         build_pdf(pages, out, mark=mark, metadata=metadata, title=self._title(job))
         return self.journal.set_state(job.id, "built", pdf_path=str(out), error_code=None, error_message=None)
+
+    def operator_of(self, job: Job) -> str:
+        """Return the person who scanned ``job``: the operator its sheet names, else ``box.operator``."""
+        return declared_operator(job) or self.config.box.operator
 
     def _title(self, job: Job) -> str:
         subject = job.fields.get("Subject", {}).get("value")
@@ -308,11 +347,13 @@ class Pipeline:
         """
         metadata: dict[str, object] = {"DocCode": job.doc_code or "", "Language": "vi", "PageAmount": job.page_count}
         confidence: dict[str, str] = {}
+        type_declared = ((job.declared or {}).get("type_check") or {}).get("result") == "declared"
         for name in ("TypeName", "CodeNumber", "CodeNotation", "IssuedDate", "OrganName", "Subject", "Position", "FullName"):
             field = job.fields.get(name) or {}
             if field.get("value") and field.get("sure"):
                 metadata[name] = field["value"]
-                confidence[name] = "extracted"
+                # A type taken from the staff's cover or separator sheet counts as confirmed by a person.
+                confidence[name] = "confirmed" if name == "TypeName" and type_declared else "extracted"
             else:
                 metadata[name] = ""
                 confidence[name] = "unsure"
@@ -452,13 +493,14 @@ class Pipeline:
             {
                 "site": self.config.box.site,
                 "device": self.config.box.device,
-                "operator": self.config.box.operator,
+                "operator": self.operator_of(job),
                 "scanned_at": job.created_at,
                 "x_unit": self.config.box.unit,
                 "x_job_id": job.id,
                 "x_field_scores": {name: value.get("confidence", 0.0) for name, value in job.fields.items()},
             }
         )
+        metadata.update(declared_metadata(job))
         if job.duplicate_of:
             original = self.journal.get_job(job.duplicate_of)
             metadata["x_duplicate_of"] = {"DocCode": original.doc_code, "job_id": original.id, "reason": job.duplicate_reason}

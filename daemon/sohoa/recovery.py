@@ -10,7 +10,8 @@ itself lost data. :func:`open_journal` runs before any thread starts and:
    ``manifest.json`` files in the spool;
 2. removes the ``.part`` temporary files of interrupted writes;
 3. turns a job left in ``scanning`` into ``interrupted`` (or discards it when
-   it has no page), adopting a page file whose journal row was never committed;
+   it has neither a page nor a sheet), adopting a page file whose journal row
+   was never committed, and finishing a split at a separator or cover sheet;
 4. checks that the files each job's state promises exist and match, and steps
    a job back to the last state whose files are intact. A signed job whose
    signed PDF matches its SHA-256 is never built or signed again;
@@ -37,8 +38,8 @@ from sohoa.errors import JournalError
 from sohoa.fsutil import sha256_file
 from sohoa.i18n import N_
 from sohoa.journal import JOB_STATES, MANIFEST_NAME, Job, Journal, utc_now
-from sohoa.scanner import PAGE_NAME_TEMPLATE
 from sohoa.search import rebuild_index
+from sohoa.splitting import FIRST_BATCH_NAME, BatchSplitter, PageFile, latest_batch
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def open_journal(config: Config) -> tuple[Journal, RecoveryReport]:
         rebuild_from_manifests(journal, spool, report)
         indexed = rebuild_index(journal)
         report.note("rebuilt the search index with %d documents", indexed.documents)
-    repair_jobs(journal, spool, report)
+    repair_jobs(journal, config, report)
     remove_orphan_folders(journal, config, report)
     if report.repairs:
         log.warning("Start-up recovery made %d repairs", len(report.repairs))
@@ -198,6 +199,8 @@ def restore_job(journal: Journal, folder: Path, manifest: dict) -> None:
                 "duplicate_of": manifest.get("duplicate_of"),
                 "duplicate_reason": manifest.get("duplicate_reason"),
                 "purged_at": manifest.get("purged_at"),
+                "declared": json.dumps(manifest["declared"], ensure_ascii=False) if manifest.get("declared") else None,
+                "source_batch": str(folder.parent / manifest["source_batch"]) if manifest.get("source_batch") else None,
             }
         )
         for page in pages:
@@ -233,10 +236,10 @@ def split_doc_code(doc_code: str | None) -> tuple[str | None, int]:
 # 4. job repairs
 
 
-def repair_jobs(journal: Journal, spool: Path, report: RecoveryReport) -> None:
+def repair_jobs(journal: Journal, config: Config, report: RecoveryReport) -> None:
     """Bring every job to a state whose files exist and match."""
     for job in journal.jobs_in("scanning"):
-        end_cut_scan(journal, spool, job, report)
+        end_cut_scan(journal, config, job, report)
     for job in journal.jobs_in("interrupted", "captured", "recognized", "built", "signed"):
         check_job_files(journal, job, report)
     for job in journal.jobs_in("uploaded"):
@@ -244,14 +247,20 @@ def repair_jobs(journal: Journal, spool: Path, report: RecoveryReport) -> None:
             report.note("job %s: the uploaded PDF %s is missing; the archive holds the document", job.id, job.signed_path)
 
 
-def end_cut_scan(journal: Journal, spool: Path, job: Job, report: RecoveryReport) -> None:
-    """Finish a scan the daemon died in: keep its pages as an interrupted job, or discard an empty job."""
-    adopt_unrecorded_pages(journal, spool / job.id, job, report)
-    job = journal.get_job(job.id)
-    if job.page_count == 0:
+def end_cut_scan(journal: Journal, config: Config, job: Job, report: RecoveryReport) -> None:
+    """Finish a scan the daemon died in: keep its pages as an interrupted job, or discard an empty job.
+
+    A job opened by a separator or cover sheet is kept even without a page,
+    so that the next press continues it with the sheet's settings.
+    """
+    splitter = adopt_unrecorded_pages(journal, config, job, report)
+    for closed in splitter.closed:
+        report.note("job %s: a sheet found at the cut ends this document; captured with %d pages", closed.id, closed.page_count)
+    job = journal.get_job(splitter.current.id)
+    if job.page_count == 0 and not job.declared:
         with journal.transaction() as db:
             db.execute("delete from jobs where id = ? and page_count = 0", [job.id])
-        shutil.rmtree(spool / job.id, ignore_errors=True)
+        shutil.rmtree(config.spool_dir / job.id, ignore_errors=True)
         report.note("job %s: the daemon stopped during a scan before any page; job discarded", job.id)
         return
     journal.set_state(
@@ -260,35 +269,63 @@ def end_cut_scan(journal: Journal, spool: Path, job: Job, report: RecoveryReport
     report.note("job %s: the daemon stopped during a scan; %d pages kept, the next press continues", job.id, job.page_count)
 
 
-def adopt_unrecorded_pages(journal: Journal, job_dir: Path, job: Job, report: RecoveryReport) -> None:
-    """Record page files of the last batch written after the last committed page row.
+def unrecorded_page_files(journal: Journal, folder: Path | None) -> list[Path]:
+    """Return the page files of ``folder`` that no page row of any job records, in name order."""
+    if folder is None or not folder.is_dir():
+        return []
+    with journal.transaction() as db:
+        recorded = {Path(row["path"]) for row in db.query("select path from pages where path like ?", [f"{folder}/%"])}
+    return [path for path in sorted(folder.glob("page-*.png")) if path not in recorded]
+
+
+def adopt_unrecorded_pages(journal: Journal, config: Config, job: Job, report: RecoveryReport) -> BatchSplitter:
+    """Record the page files of the cut batch whose journal row was never committed, and return the splitter used.
 
     A page file is complete once it has its final name, because it was renamed
     from a ``.part`` file after fsync. Its paper has already left the feeder,
-    so the page is kept rather than scanned again.
+    so the page is kept rather than scanned again. The files go through a
+    :class:`BatchSplitter` like the pages of a running scan, so a sheet or a
+    page not yet moved into its job's folder ends where the scan would have
+    put it. A job split from another job's batch also takes the unrecorded
+    files left in that batch folder.
     """
-    batches = sorted(job_dir.glob("batch-*"))
-    if not batches:
-        return
-    batch = batches[-1]
-    recorded = {Path(page.path) for page in journal.pages(job.id)}
-    seq = job.page_count
-    for index in range(1, 10_000):
-        path = batch / PAGE_NAME_TEMPLATE.format(index=index)
-        if not path.exists():
-            break
-        if path in recorded:
-            continue
+    job_dir = config.spool_dir / job.id
+    own_batch = latest_batch(job_dir)
+    candidates = unrecorded_page_files(journal, own_batch)
+    batch = own_batch
+    if job.source_batch and (own_batch is None or own_batch.name == FIRST_BATCH_NAME):
+        batch = own_batch or job_dir / FIRST_BATCH_NAME
+        candidates = unrecorded_page_files(journal, Path(job.source_batch)) + candidates
+
+    splitter = BatchSplitter(
+        journal,
+        config.spool_dir,
+        job,
+        batch or job_dir / FIRST_BATCH_NAME,
+        origin=job.origin,
+        profiles=config.profiles,
+        detect_sheets=config.capture.separator_sheets,
+    )
+    for path in candidates:
         try:
             with Image.open(path) as image:
                 width, height = image.size
                 dpi = int(round(image.info.get("dpi", (300, 300))[0]))
         except (OSError, Image.DecompressionBombError, ValueError) as exc:
-            report.note("job %s: page file %s cannot be read (%s); not adopted", job.id, path, exc)
+            report.note("job %s: page file %s cannot be read (%s); not adopted", splitter.current.id, path, exc)
             break
-        seq += 1
-        journal.add_page(job.id, seq, path, sha256_file(path), width, height, dpi)
-        report.note("job %s: adopted page file %s as page %d; its journal row was never committed", job.id, path, seq)
+        before = splitter.current.page_count
+        splitter.record(PageFile(path, width, height, dpi))
+        if splitter.current.page_count > before:
+            report.note(
+                "job %s: adopted page file %s as page %d; its journal row was never committed",
+                splitter.current.id,
+                path,
+                splitter.current.page_count,
+            )
+        else:
+            report.note("job %s: set aside %s as a separator or cover sheet, or its blank back", splitter.current.id, path)
+    return splitter
 
 
 def check_job_files(journal: Journal, job: Job, report: RecoveryReport) -> None:
