@@ -72,6 +72,9 @@ class Job:
     duplicate_reason: str | None = None
     # When the retention purge removed the job's spool folder (see sohoa.retention).
     purged_at: str | None = None
+    # The URL of the time-stamping authority that did not respond when the job
+    # was signed. The signed PDF is then PAdES B-B and still needs a document timestamp.
+    timestamp_pending: str | None = None
 
     @classmethod
     def from_row(cls, row: dict) -> Job:
@@ -93,6 +96,7 @@ class Job:
             duplicate_of=row.get("duplicate_of"),
             duplicate_reason=row.get("duplicate_reason"),
             purged_at=row.get("purged_at"),
+            timestamp_pending=row.get("timestamp_pending"),
         )
 
 
@@ -173,8 +177,8 @@ class Journal:
                 )
             if "counters" not in self.db.table_names():
                 self.db["counters"].create({"name": str, "value": int}, pk="name")
-            # Journals written before duplicate detection lack these columns.
-            for column in ("duplicate_of", "duplicate_reason", "purged_at"):
+            # Journals written before duplicate detection, retention or the pending timestamp lack these columns.
+            for column in ("duplicate_of", "duplicate_reason", "purged_at", "timestamp_pending"):
                 if column not in self.db["jobs"].columns_dict:
                     self.db["jobs"].add_column(column, str)
             create_search_schema(self.db)
@@ -346,6 +350,7 @@ class Journal:
             "duplicate_of": job.duplicate_of,
             "duplicate_reason": job.duplicate_reason,
             "purged_at": job.purged_at,
+            "timestamp_pending": job.timestamp_pending,
             "pages": [
                 {
                     "seq": page.seq,

@@ -13,7 +13,9 @@ itself lost data. :func:`open_journal` runs before any thread starts and:
    it has no page), adopting a page file whose journal row was never committed;
 4. checks that the files each job's state promises exist and match, and steps
    a job back to the last state whose files are intact. A signed job whose
-   signed PDF matches its SHA-256 is never built or signed again;
+   signed PDF matches its SHA-256 is never built or signed again. A signed
+   job's legacy ``timestamp-pending`` marker file becomes the journal's
+   ``timestamp_pending`` column;
 5. moves spool folders that no job owns out of the spool.
 
 Each repair is logged and listed in the returned :class:`RecoveryReport`.
@@ -37,6 +39,7 @@ from sohoa.errors import JournalError
 from sohoa.fsutil import sha256_file
 from sohoa.i18n import N_
 from sohoa.journal import JOB_STATES, MANIFEST_NAME, Job, Journal, utc_now
+from sohoa.pipeline import adopt_legacy_timestamp_marker
 from sohoa.scanner import PAGE_NAME_TEMPLATE
 from sohoa.search import rebuild_index
 
@@ -198,6 +201,7 @@ def restore_job(journal: Journal, folder: Path, manifest: dict) -> None:
                 "duplicate_of": manifest.get("duplicate_of"),
                 "duplicate_reason": manifest.get("duplicate_reason"),
                 "purged_at": manifest.get("purged_at"),
+                "timestamp_pending": manifest.get("timestamp_pending"),
             }
         )
         for page in pages:
@@ -239,6 +243,9 @@ def repair_jobs(journal: Journal, spool: Path, report: RecoveryReport) -> None:
         end_cut_scan(journal, spool, job, report)
     for job in journal.jobs_in("interrupted", "captured", "recognized", "built", "signed"):
         check_job_files(journal, job, report)
+    for job in journal.jobs_in("signed"):
+        if adopt_legacy_timestamp_marker(journal, job, spool / job.id) != job:
+            report.note("job %s: moved the pending document timestamp from the marker file into the journal", job.id)
     for job in journal.jobs_in("uploaded"):
         if job.purged_at is None and job.signed_path and not Path(job.signed_path).exists():
             report.note("job %s: the uploaded PDF %s is missing; the archive holds the document", job.id, job.signed_path)
@@ -297,7 +304,7 @@ def check_job_files(journal: Journal, job: Job, report: RecoveryReport) -> None:
         return
     if job.state == "signed":
         report.note("job %s: the signed PDF %s is missing or changed", job.id, job.signed_path)
-        journal.update_job(job.id, state="built", signed_path=None, sha256=None)
+        journal.update_job(job.id, state="built", signed_path=None, sha256=None, timestamp_pending=None)
         job = journal.get_job(job.id)
 
     bad_pages = [page.seq for page in journal.pages(job.id) if not file_matches(Path(page.path), page.sha256)]
