@@ -8,6 +8,8 @@ from pathlib import Path
 
 from sohoa.journal import Journal
 from sohoa.testbed.demo import load_feeder, press_button, sample_pages, wait_for_state
+from sohoa.testbed.legal import add_key, issue_unit_identity
+from sohoa.testbed.softhsm import create_test_token
 
 JOB_TIMEOUT = 300
 
@@ -94,3 +96,42 @@ def test_panel_shows_idle_then_error(testbed, start_daemon):
     assert wait_for_state(daemon, lambda s: s["state"] == "alert", 60) is not None
     assert daemon.panel.red_led.is_lit
     assert not daemon.panel.green_led.is_lit
+
+
+def test_missing_unit_token_alert_at_start(testbed, start_daemon, tmp_path):
+    testbed.rewrite_config(
+        "signing", unit_key_id="0c", unit_token_label="sohoa-unit", unit_pin_env=testbed.sections["signing"]["pin_env"]
+    )
+
+    daemon = start_daemon()
+
+    # start() probes the unit's token before it returns, so the first published state carries the alert.
+    state = daemon.last_state
+    assert state["state"] == "alert"
+    assert state["alert_code"] == "token_missing"
+    assert state["alerts"] == ["token_missing"]
+    assert daemon._panel_status(state) == "attention"
+
+    # Plugging a token with that label in clears the alert at the next probe.
+    create_test_token(testbed.token.folder, issue_unit_identity(testbed.pki, tmp_path / "unit"), label="sohoa-unit", pin=testbed.token.pin, key_id="0c")
+    cleared = wait_for_state(daemon, lambda s: s["state"] == "ready", 30)
+    assert cleared is not None, "the alert did not clear once the unit's token was present"
+    assert cleared["alerts"] == []
+
+
+def test_wrong_unit_key_alert_at_start(testbed, start_daemon, tmp_path):
+    testbed.rewrite_config("signing", unit_key_id="7f")
+
+    daemon = start_daemon()
+
+    assert daemon.last_state["alert_code"] == "key_not_found"
+    add_key(testbed.token, issue_unit_identity(testbed.pki, tmp_path / "unit"), "7f", "unit")
+    cleared = wait_for_state(daemon, lambda s: s["alert_code"] is None, 30)
+    assert cleared is not None, "the alert did not clear once the unit's key was on the token"
+
+
+def test_no_unit_probe_without_unit_key(testbed, start_daemon):
+    daemon = start_daemon()
+
+    assert daemon.last_state["state"] == "ready"
+    assert daemon.last_state["alerts"] == []
