@@ -178,13 +178,14 @@ def test_both_signatures_timestamped(signing, unsigned, tmp_path, pki):
 # The pipeline: a B-B signature gets its document timestamp before upload.
 
 
-def _signed_job(tmp_path: Path, signing) -> tuple[Pipeline, object]:
+def _signed_job(tmp_path: Path, signing, *, attach_fields: bool = False) -> tuple[Pipeline, object]:
     config = parse_config(
         {
             "box": {"site": "t", "device": "d", "unit": UNIT_NAME, "operator": OPERATOR, "agency_code": "H31.01", "data_dir": str(tmp_path / "data")},
             "scanner": {"device": "pnm:0"},
             "ocr": {"models_dir": str(tmp_path)},
             "signing": signing.model_dump(mode="json"),
+            "pdf": {"attach_fields": attach_fields},
             "upload": {"url": "http://127.0.0.1:9", "token_file": str(tmp_path / "none")},
             "mqtt": {"host": "127.0.0.1"},
         }
@@ -235,6 +236,20 @@ def test_pipeline_timestamps_pending_job(signing, tmp_path, tsa):
     assert kinds == ["signature", "document_timestamp"]
     with pikepdf.open(job.signed_path) as pdf:
         assert pdf.open_metadata()["pdfaid:part"] == "2"
+
+
+def test_document_timestamp_keeps_pdfa_3b(signing, tmp_path, tsa):
+    tsa.available = False
+    pipeline, job = _signed_job(tmp_path, signing, attach_fields=True)
+    job = pipeline.sign(job)
+    tsa.available = True
+
+    stamped = pipeline.add_pending_timestamp(job)
+
+    assert stamped.timestamp_pending is None
+    report = check_pdfa(Path(job.signed_path))
+    assert report.findings == ()
+    assert report.flavour == "3b"
 
 
 def test_timestamp_added_before_upload(signing, tmp_path, tsa):

@@ -117,6 +117,16 @@ class SigningConfig(_Section):
         return self.unit_key_id is not None
 
 
+class PdfConfig(_Section):
+    """Options of the archive PDF."""
+
+    # The fields as an embedded fields.json file. PDF/A-2 allows only PDF/A
+    # files as attachments, so this makes the document PDF/A-3b. The rules
+    # for converted records ask for PDF/A-1 or PDF/A-2, so it stays off
+    # unless the archive accepts PDF/A-3.
+    attach_fields: bool = Field(default=False, description="Embed the fields as fields.json, which makes the PDF PDF/A-3b")
+
+
 class UploadConfig(_Section):
     url: str = Field(pattern=r"^https?://")
     token_file: Path | None = None
@@ -196,6 +206,7 @@ class Config(_Section):
     scanner: ScannerConfig
     ocr: OcrConfig = OcrConfig()
     signing: SigningConfig
+    pdf: PdfConfig = PdfConfig()
     upload: UploadConfig
     mqtt: MqttConfig = MqttConfig()
     plan: PlanConfig = PlanConfig()

@@ -38,6 +38,7 @@ from sohoa.search import index_document
 
 if TYPE_CHECKING:
     from sohoa.ocr import OcrEngine, PageText
+    from sohoa.pdf import Attachment
     from sohoa.scanner import ScannedPage, Scanner
     from sohoa.signing import TokenSigner
     from sohoa.upload import ArchiveClient, Receipt
@@ -268,6 +269,7 @@ class Pipeline:
         return digest.hexdigest()
 
     def build(self, job: Job) -> Job:
+        """Build the unsigned PDF/A: PDF/A-2b, or PDF/A-3b with ``fields.json`` when ``pdf.attach_fields`` is on."""
         from sohoa.pdf import ConversionMark, PageInput, build_pdf
 
         job = self.assign_doc_code(job)
@@ -289,8 +291,25 @@ class Pipeline:
         # XMP properties here are plain text, so the unsure fields go in as one comma-separated list.
         unsure = [name for name, level in document["FieldConfidence"].items() if level == "unsure"]
         metadata["UnsureFields"] = ",".join(unsure)
-        build_pdf(pages, out, mark=mark, metadata=metadata, title=self._title(job))
+        attachments = [self.fields_attachment(document, mark.converted_at)] if self.config.pdf.attach_fields else []
+        build_pdf(pages, out, mark=mark, metadata=metadata, title=self._title(job), attachments=attachments)
         return self.journal.set_state(job.id, "built", pdf_path=str(out), error_code=None, error_message=None)
+
+    @staticmethod
+    def fields_attachment(document: dict[str, object], converted_at: datetime) -> Attachment:
+        """Return the document's metadata (see :meth:`document_metadata`) as the ``fields.json`` attachment."""
+        from sohoa.pdf import Attachment
+        from sohoa.pdf.attachments import FIELDS_ATTACHMENT_NAME
+
+        data = json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")
+        return Attachment(
+            name=FIELDS_ATTACHMENT_NAME,
+            data=data,
+            mime_type="application/json",
+            description="Document metadata: the national minimum set for digitized documents",
+            relationship="Data",
+            created_at=converted_at,
+        )
 
     def _title(self, job: Job) -> str:
         subject = job.fields.get("Subject", {}).get("value")
