@@ -135,3 +135,61 @@ def test_no_unit_probe_without_unit_key(testbed, start_daemon):
 
     assert daemon.last_state["state"] == "ready"
     assert daemon.last_state["alerts"] == []
+
+
+def test_rejected_upload_fails_after_limit(testbed, start_daemon):
+    testbed.rewrite_config("upload", max_rejections=2, retry_max_seconds=1.0)
+    testbed.receiver.fail_next(5, 400)
+    daemon = start_daemon()
+
+    press_button(daemon)
+    state = wait_for_state(daemon, lambda s: s["queue"]["failed"] == 1, JOB_TIMEOUT)
+
+    assert state is not None, daemon.last_state
+    assert state["queue"]["to_upload"] == 0
+    assert "upload_rejected" in state["alerts"]
+    assert state["state"] == "alert"
+    journal = journal_of(testbed)
+    (job,) = journal.jobs_in("failed")
+    journal.close()
+    assert job.error_code == "upload_rejected"
+    assert job.upload_rejections == 2
+    assert "HTTP 400" in job.error_message
+    assert Path(job.signed_path).exists()
+    assert testbed.receiver.records() == []
+
+
+def test_rejected_upload_retried_within_limit(testbed, start_daemon):
+    testbed.rewrite_config("upload", max_rejections=3, retry_max_seconds=1.0)
+    testbed.receiver.fail_next(1, 413)
+    daemon = start_daemon()
+
+    press_button(daemon)
+    state = wait_for_state(daemon, lambda s: s["totals"]["documents_uploaded"] == 1, JOB_TIMEOUT)
+
+    assert state is not None, daemon.last_state
+    journal = journal_of(testbed)
+    (job,) = journal.jobs_in("uploaded")
+    journal.close()
+    assert job.upload_rejections == 1
+    assert job.error_code is None
+    assert len(testbed.receiver.records()) == 1
+
+
+def test_rejected_token_not_counted(testbed, start_daemon):
+    testbed.rewrite_config("upload", max_rejections=2, retry_max_seconds=1.0)
+    testbed.receiver.fail_next(3, 401)
+    daemon = start_daemon()
+
+    press_button(daemon)
+    rejected = wait_for_state(daemon, lambda s: "upload_settings_invalid" in s["alerts"], JOB_TIMEOUT)
+    state = wait_for_state(daemon, lambda s: s["totals"]["documents_uploaded"] == 1, JOB_TIMEOUT)
+
+    assert rejected is not None, daemon.last_state
+    assert state is not None, daemon.last_state
+    assert state["queue"]["failed"] == 0
+    assert state["alerts"] == []
+    journal = journal_of(testbed)
+    (job,) = journal.jobs_in("uploaded")
+    journal.close()
+    assert job.upload_rejections == 0

@@ -134,6 +134,11 @@ class UploadConfig(_Section):
     timeout_seconds: float = Field(default=30.0, gt=0)
     retry_min_seconds: float = Field(default=2.0, gt=0)
     retry_max_seconds: float = Field(default=300.0, gt=0)
+    # A document the archive rejects (HTTP 400, 413, 422, a bad receipt...) is
+    # sent again at the next rounds, in case the archive itself was at fault,
+    # and marked failed at the max_rejections-th rejection. A rejected token or
+    # address does not count, because the fix is on the box, not the document.
+    max_rejections: int = Field(default=3, ge=1, le=100, description="Rejections of one document before it is marked failed")
 
 
 class MqttConfig(_Section):

@@ -484,8 +484,7 @@ class Daemon:
                 log.warning("Upload of %s failed, next try in %.1f s: %s", job.doc_code, delay, exc)
                 return delay
             except UploadError as exc:
-                self._raise_alert("upload", exc)
-                self._event("upload_failed", {"job_id": job.id, "doc_code": job.doc_code, "code": exc.code})
+                self._report_upload_error(job, exc)
                 continue
             self._backoff.reset()
             self._archive_reachable = True
@@ -495,6 +494,15 @@ class Daemon:
             log.info("Job %s: %s uploaded, archive id %s", job.id, job.doc_code, receipt.archive_id)
         self._publish()
         return self.config.upload.retry_max_seconds
+
+    def _report_upload_error(self, job, error: UploadError) -> None:
+        """Raise the alert for a failed upload: a ``job`` alert when the job failed for good, else an ``upload`` one."""
+        self._event("upload_failed", {"job_id": job.id, "doc_code": job.doc_code, "code": error.code})
+        if self.journal.get_job(job.id).state != "failed":
+            self._raise_alert("upload", error)
+            return
+        self._raise_alert("job", error)
+        self._event("job_failed", {"job_id": job.id, "doc_code": job.doc_code, "code": error.code, "message": error.user_message()})
 
     # status
 

@@ -153,3 +153,9 @@ class TimestampUnavailableError(SigningError):
     """The time-stamping authority did not respond or returned no usable RFC 3161 token."""
 
     code = "timestamp_unavailable"
+
+
+class UploadSettingsError(UploadRejectedError):
+    """The archive rejected the box's token or address, so every upload fails until a person fixes the [upload] settings."""
+
+    code = "upload_settings_invalid"

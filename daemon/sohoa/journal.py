@@ -75,6 +75,8 @@ class Job:
     # The URL of the time-stamping authority that did not respond when the job
     # was signed. The signed PDF is then PAdES B-B and still needs a document timestamp.
     timestamp_pending: str | None = None
+    # How many times the archive rejected this document (see upload.max_rejections).
+    upload_rejections: int = 0
 
     @classmethod
     def from_row(cls, row: dict) -> Job:
@@ -97,6 +99,7 @@ class Job:
             duplicate_reason=row.get("duplicate_reason"),
             purged_at=row.get("purged_at"),
             timestamp_pending=row.get("timestamp_pending"),
+            upload_rejections=row.get("upload_rejections") or 0,
         )
 
 
@@ -181,6 +184,8 @@ class Journal:
             for column in ("duplicate_of", "duplicate_reason", "purged_at", "timestamp_pending"):
                 if column not in self.db["jobs"].columns_dict:
                     self.db["jobs"].add_column(column, str)
+            if "upload_rejections" not in self.db["jobs"].columns_dict:
+                self.db["jobs"].add_column("upload_rejections", int, not_null_default=0)
             create_search_schema(self.db)
 
     @contextmanager
@@ -351,6 +356,7 @@ class Journal:
             "duplicate_reason": job.duplicate_reason,
             "purged_at": job.purged_at,
             "timestamp_pending": job.timestamp_pending,
+            "upload_rejections": job.upload_rejections,
             "pages": [
                 {
                     "seq": page.seq,

@@ -30,6 +30,8 @@ from sohoa.errors import (
     PdfError,
     SignatureInvalidError,
     UploadConflictError,
+    UploadRejectedError,
+    UploadSettingsError,
 )
 from sohoa.fsutil import fsync_dir, sha256_file, write_atomic
 from sohoa.i18n import N_
@@ -491,11 +493,38 @@ class Pipeline:
         return metadata
 
     def upload(self, job: Job) -> Receipt:
+        """Send the signed PDF once; record the receipt, or the rejection that stops the job.
+
+        A conflict fails the job at once. Any other rejection of the document
+        fails it at the ``upload.max_rejections``-th time and otherwise leaves
+        it ``signed`` for the next round. A rejected token or address
+        (UploadSettingsError) leaves it ``signed`` without counting.
+        """
         job = self.add_pending_timestamp(job)
         try:
             receipt = self.archive.upload(job.doc_code, Path(job.signed_path), self.upload_metadata(job))
         except UploadConflictError as exc:
             self.journal.set_state(job.id, "failed", error_code=exc.code, error_message=str(exc))
             raise
+        except UploadSettingsError as exc:
+            self.journal.update_job(job.id, error_code=exc.code, error_message=str(exc))
+            raise
+        except UploadRejectedError as exc:
+            self._record_rejection(job, exc)
+            raise
         self.journal.set_state(job.id, "uploaded", receipt=receipt.raw, error_code=None, error_message=None)
         return receipt
+
+    def _record_rejection(self, job: Job, error: UploadRejectedError) -> Job:
+        rejections = job.upload_rejections + 1
+        limit = self.config.upload.max_rejections
+        if rejections >= limit:
+            log.error("Job %s: the archive rejected %s %d times, so the job failed: %s", job.id, job.doc_code, rejections, error)
+            return self.journal.set_state(
+                job.id, "failed", upload_rejections=rejections, error_code=error.code, error_message=str(error)
+            )
+        log.warning(
+            "Job %s: the archive rejected %s (%d of %d rejections before the job fails); sending it again next round: %s",
+            job.id, job.doc_code, rejections, limit, error,
+        )  # fmt: skip
+        return self.journal.update_job(job.id, upload_rejections=rejections, error_code=error.code, error_message=str(error))

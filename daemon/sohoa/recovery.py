@@ -202,6 +202,7 @@ def restore_job(journal: Journal, folder: Path, manifest: dict) -> None:
                 "duplicate_reason": manifest.get("duplicate_reason"),
                 "purged_at": manifest.get("purged_at"),
                 "timestamp_pending": manifest.get("timestamp_pending"),
+                "upload_rejections": manifest.get("upload_rejections") or 0,
             }
         )
         for page in pages:
