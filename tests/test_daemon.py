@@ -10,6 +10,8 @@ from PIL import Image
 
 from sohoa.journal import Journal
 from sohoa.testbed.demo import load_feeder, press_button, sample_pages, wait_for_state
+from sohoa.testbed.legal import add_key, issue_unit_identity
+from sohoa.testbed.softhsm import create_test_token
 
 JOB_TIMEOUT = 300
 
@@ -123,3 +125,98 @@ def test_unknown_profile_is_an_alert_and_makes_no_job(testbed, start_daemon):
     counts = journal.state_counts()
     journal.close()
     assert sum(counts.values()) == 0
+def test_missing_unit_token_alert_at_start(testbed, start_daemon, tmp_path):
+    testbed.rewrite_config(
+        "signing", unit_key_id="0c", unit_token_label="sohoa-unit", unit_pin_env=testbed.sections["signing"]["pin_env"]
+    )
+
+    daemon = start_daemon()
+
+    # start() probes the unit's token before it returns, so the first published state carries the alert.
+    state = daemon.last_state
+    assert state["state"] == "alert"
+    assert state["alert_code"] == "token_missing"
+    assert state["alerts"] == ["token_missing"]
+    assert daemon._panel_status(state) == "attention"
+
+    # Plugging a token with that label in clears the alert at the next probe.
+    create_test_token(testbed.token.folder, issue_unit_identity(testbed.pki, tmp_path / "unit"), label="sohoa-unit", pin=testbed.token.pin, key_id="0c")
+    cleared = wait_for_state(daemon, lambda s: s["state"] == "ready", 30)
+    assert cleared is not None, "the alert did not clear once the unit's token was present"
+    assert cleared["alerts"] == []
+
+
+def test_wrong_unit_key_alert_at_start(testbed, start_daemon, tmp_path):
+    testbed.rewrite_config("signing", unit_key_id="7f")
+
+    daemon = start_daemon()
+
+    assert daemon.last_state["alert_code"] == "key_not_found"
+    add_key(testbed.token, issue_unit_identity(testbed.pki, tmp_path / "unit"), "7f", "unit")
+    cleared = wait_for_state(daemon, lambda s: s["alert_code"] is None, 30)
+    assert cleared is not None, "the alert did not clear once the unit's key was on the token"
+
+
+def test_no_unit_probe_without_unit_key(testbed, start_daemon):
+    daemon = start_daemon()
+
+    assert daemon.last_state["state"] == "ready"
+    assert daemon.last_state["alerts"] == []
+
+
+def test_rejected_upload_fails_after_limit(testbed, start_daemon):
+    testbed.rewrite_config("upload", max_rejections=2, retry_max_seconds=1.0)
+    testbed.receiver.fail_next(5, 400)
+    daemon = start_daemon()
+
+    press_button(daemon)
+    state = wait_for_state(daemon, lambda s: s["queue"]["failed"] == 1, JOB_TIMEOUT)
+
+    assert state is not None, daemon.last_state
+    assert state["queue"]["to_upload"] == 0
+    assert "upload_rejected" in state["alerts"]
+    assert state["state"] == "alert"
+    journal = journal_of(testbed)
+    (job,) = journal.jobs_in("failed")
+    journal.close()
+    assert job.error_code == "upload_rejected"
+    assert job.upload_rejections == 2
+    assert "HTTP 400" in job.error_message
+    assert Path(job.signed_path).exists()
+    assert testbed.receiver.records() == []
+
+
+def test_rejected_upload_retried_within_limit(testbed, start_daemon):
+    testbed.rewrite_config("upload", max_rejections=3, retry_max_seconds=1.0)
+    testbed.receiver.fail_next(1, 413)
+    daemon = start_daemon()
+
+    press_button(daemon)
+    state = wait_for_state(daemon, lambda s: s["totals"]["documents_uploaded"] == 1, JOB_TIMEOUT)
+
+    assert state is not None, daemon.last_state
+    journal = journal_of(testbed)
+    (job,) = journal.jobs_in("uploaded")
+    journal.close()
+    assert job.upload_rejections == 1
+    assert job.error_code is None
+    assert len(testbed.receiver.records()) == 1
+
+
+def test_rejected_token_not_counted(testbed, start_daemon):
+    testbed.rewrite_config("upload", max_rejections=2, retry_max_seconds=1.0)
+    testbed.receiver.fail_next(3, 401)
+    daemon = start_daemon()
+
+    press_button(daemon)
+    rejected = wait_for_state(daemon, lambda s: "upload_settings_invalid" in s["alerts"], JOB_TIMEOUT)
+    state = wait_for_state(daemon, lambda s: s["totals"]["documents_uploaded"] == 1, JOB_TIMEOUT)
+
+    assert rejected is not None, daemon.last_state
+    assert state is not None, daemon.last_state
+    assert state["queue"]["failed"] == 0
+    assert state["alerts"] == []
+    journal = journal_of(testbed)
+    (job,) = journal.jobs_in("uploaded")
+    journal.close()
+    assert job.upload_rejections == 0

@@ -17,9 +17,10 @@ from babel.messages.pofile import read_po
 from sohoa import doctor, i18n
 from sohoa.cli import main
 from sohoa.testbed.demo import build_testbed, write_toml
+from sohoa.testbed.legal import issue_tsa_identity, run_local_tsa
 
 PACKAGE = Path(i18n.__file__).parent
-FRAGMENT = PACKAGE / "locale" / "fragments" / "doctor.po"
+FRAGMENTS_DIR = PACKAGE / "locale" / "fragments"
 MAIN_CATALOG = PACKAGE / "locale" / "vi" / "LC_MESSAGES" / "sohoa.po"
 ALL_CHECKS = ["config", "scanner", "token", "models", "broker", "archive", "disk", "clock"]
 
@@ -252,11 +253,11 @@ def doctor_messages() -> set[str]:
 
 
 def vietnamese_catalog():
-    """Return the main catalog with the doctor fragment laid over it, while the fragment is not yet merged."""
+    """Return the main catalog with every fragment laid over it, while the fragments are not yet merged."""
     with open(MAIN_CATALOG, "rb") as handle:
         catalog = read_po(handle)
-    if FRAGMENT.exists():
-        with open(FRAGMENT, "rb") as handle:
+    for fragment in sorted(FRAGMENTS_DIR.glob("*.po")):
+        with open(fragment, "rb") as handle:
             for message in read_po(handle):
                 if message.id:
                     catalog[message.id] = message
@@ -268,7 +269,7 @@ def test_every_message_translated():
 
     missing = [message for message in sorted(doctor_messages()) if not (catalog.get(message) and catalog.get(message).string)]
 
-    assert not missing, "add Vietnamese translations to locale/fragments/doctor.po:\n" + "\n".join(missing)
+    assert not missing, "add Vietnamese translations to a fragment in locale/fragments/:\n" + "\n".join(missing)
 
 
 def test_vietnamese_output(bed, capsys, tmp_path, monkeypatch):
@@ -313,3 +314,71 @@ def test_unit_token_skipped_without_unit_key(bed):
     results = by_check(doctor.run_checks(bed.config_path))
 
     assert "unit_token" not in results
+
+
+@pytest.fixture(scope="module")
+def tsa(bed, tmp_path_factory):
+    with run_local_tsa(issue_tsa_identity(bed.pki, tmp_path_factory.mktemp("tsa"))) as authority:
+        yield authority
+
+
+def test_tsa_reachable(bed, tsa, tmp_path, capsys):
+    path = config_with(bed, tmp_path, "signing", tsa_url=tsa.url)
+    before = tsa.requests
+
+    status, output = run_doctor(capsys, path, "--only", "tsa")
+
+    assert status == 0, output
+    assert tsa.requests == before + 1
+    line = re.search(r"^\[\s*OK\s*\] Time-stamping authority: (.*)$", output, re.MULTILINE)
+    assert line, output
+    assert tsa.url in line.group(1)
+    offset = re.search(r", ([+-][0-9.]+) s from the box clock", line.group(1))
+    assert offset, line.group(1)
+    assert abs(float(offset.group(1))) < doctor.MAX_TSA_OFFSET_SECONDS
+
+
+def test_tsa_unreachable_is_warning(bed, tmp_path, capsys):
+    url = f"http://127.0.0.1:{closed_port()}/tsa"
+    path = config_with(bed, tmp_path, "signing", tsa_url=url)
+
+    status, output = run_doctor(capsys, path, "--only", "tsa")
+    result = by_check(doctor.run_checks(path, only={"tsa"}, timeout=5))["tsa"]
+
+    assert status == 0, output
+    assert "[WARNING] Time-stamping authority:" in output
+    assert result.status == doctor.WARNING
+    assert url in result.message
+    assert "PAdES B-B" in result.fix
+
+
+def test_tsa_down_is_warning(bed, tsa, tmp_path):
+    path = config_with(bed, tmp_path, "signing", tsa_url=tsa.url)
+    tsa.available = False
+    try:
+        result = by_check(doctor.run_checks(path, only={"tsa"}, timeout=5))["tsa"]
+    finally:
+        tsa.available = True
+
+    assert result.status == doctor.WARNING
+    assert "503" in result.message or "did not return a timestamp" in result.message
+
+
+def test_tsa_clock_offset_is_warning(bed, tsa, tmp_path):
+    path = config_with(bed, tmp_path, "signing", tsa_url=tsa.url)
+    tsa.stamper.fixed_dt = datetime.now(timezone.utc) - timedelta(hours=2)
+    try:
+        result = by_check(doctor.run_checks(path, only={"tsa"}, timeout=5))["tsa"]
+    finally:
+        tsa.stamper.fixed_dt = None
+
+    assert result.status == doctor.WARNING
+    offset = float(re.search(r", ([+-][0-9.]+) s from the box clock", result.message).group(1))
+    assert -7300 < offset < -7100
+    assert "timedatectl" in result.fix
+
+
+def test_tsa_skipped_without_url(bed):
+    results = by_check(doctor.run_checks(bed.config_path))
+
+    assert "tsa" not in results

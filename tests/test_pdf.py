@@ -1,8 +1,10 @@
-"""Building the searchable PDF/A-2b: text layer, mark of conversion, metadata, bad input."""
+"""Building the searchable PDF/A-2b, or PDF/A-3b with fields.json: text layer, mark, metadata, bad input."""
 
 from __future__ import annotations
 
 import gettext
+import hashlib
+import json
 import logging
 import subprocess
 import unicodedata
@@ -20,8 +22,10 @@ from PIL import Image, ImageChops
 from sohoa import i18n
 from sohoa.errors import ImageError, PdfError
 from sohoa.ocr import PageText, TextLine
-from sohoa.pdf import ConversionMark, PageInput, build_pdf, qr_payload
+from sohoa.pdf import Attachment, ConversionMark, PageInput, build_pdf, qr_payload
 from sohoa.pdf import metadata as xmp
+from sohoa.pdf.attachments import attach
+from sohoa.pdf.conformance import check_pdfa
 from sohoa.pdf.mark import format_conversion_time
 from sohoa.testbed.legal import compile_vietnamese_catalog
 from sohoa.testbed.pdf import DECISION_LINES, render_page, word_box_pixels
@@ -429,3 +433,106 @@ def test_invalid_metadata_name_rejected(tmp_path, two_pages):
 def test_no_pages_rejected(tmp_path):
     with pytest.raises(PdfError, match="No pages"):
         build_pdf([], tmp_path / "doc.pdf", mark=MARK, metadata=METADATA)
+
+
+# The fields as an associated file: PDF/A-3b.
+
+FIELDS_JSON = json.dumps({"DocCode": METADATA["DocCode"], "TypeName": "Quyết định"}, ensure_ascii=False).encode("utf-8")
+
+
+@pytest.fixture
+def with_attachment(tmp_path, two_pages):
+    out = tmp_path / "attached.pdf"
+    attachment = Attachment("fields.json", FIELDS_JSON, "application/json", "Document fields", created_at=MARK.converted_at)
+    flavour = build_pdf(two_pages[:1], out, mark=MARK, metadata=METADATA, attachments=[attachment])
+    return out, flavour
+
+
+def test_default_build_is_2b_without_attachment(built):
+    with pikepdf.open(built) as pdf:
+        assert "/AF" not in pdf.Root
+        assert "/Names" not in pdf.Root
+        assert dict(pdf.attachments) == {}
+
+
+def test_attachment_makes_pdfa_3b(with_attachment):
+    out, flavour = with_attachment
+
+    assert flavour == "3b"
+    with pikepdf.open(out) as pdf:
+        meta = pdf.open_metadata()
+        assert meta["pdfaid:part"] == "3"
+        assert meta["pdfaid:conformance"] == "B"
+    assert check_pdfa(out).findings == ()
+    assert check_pdfa(out).flavour == "3b"
+
+
+def test_attachment_is_associated_file(with_attachment):
+    out, _flavour = with_attachment
+
+    with pikepdf.open(out) as pdf:
+        names = pdf.Root.Names.EmbeddedFiles.Names
+        assert str(names[0]) == "fields.json"
+        filespec = names[1]
+        assert filespec.is_indirect
+        assert [item.objgen for item in pdf.Root.AF] == [filespec.objgen]
+        assert filespec.AFRelationship == "/Data"
+        assert str(filespec.F) == "fields.json"
+        assert str(filespec.UF) == "fields.json"
+        stream = filespec.EF.F
+        assert stream.Subtype == "/application/json"
+        assert stream.read_bytes() == FIELDS_JSON
+        params = stream.Params
+        assert int(params.Size) == len(FIELDS_JSON)
+        assert bytes(params.CheckSum) == hashlib.md5(FIELDS_JSON).digest()  # noqa: S324 - the checksum PDF defines
+        assert str(params.CreationDate).startswith("D:20261204211503")
+        assert str(params.ModDate).startswith("D:")
+
+
+def test_attachment_qpdf_check_passes(with_attachment):
+    out, _flavour = with_attachment
+
+    result = subprocess.run(["qpdf", "--check", str(out)], capture_output=True, text=True)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_check_pdfa_flags_attachment_params(with_attachment, tmp_path):
+    out, _flavour = with_attachment
+    broken = tmp_path / "broken.pdf"
+    with pikepdf.open(out) as pdf:
+        params = pdf.Root.AF[0].EF.F.Params
+        del params.ModDate
+        pdf.save(broken)
+    wrong_size = tmp_path / "wrong-size.pdf"
+    with pikepdf.open(out) as pdf:
+        pdf.Root.AF[0].EF.F.Params.Size = 3
+        pdf.save(wrong_size)
+
+    assert any("/ModDate" in finding for finding in check_pdfa(broken).findings)
+    assert any("/Size 3" in finding for finding in check_pdfa(wrong_size).findings)
+
+
+def test_check_pdfa_flags_unlisted_attachment(with_attachment, tmp_path):
+    out, _flavour = with_attachment
+    unlisted = tmp_path / "unlisted.pdf"
+    with pikepdf.open(out) as pdf:
+        del pdf.Root.AF
+        pdf.save(unlisted)
+
+    report = check_pdfa(unlisted)
+
+    assert not report.passed
+    assert any("associated file" in finding for finding in report.findings), report.findings
+
+
+def test_check_pdfa_flags_attachment_in_2b(built, tmp_path):
+    attached = tmp_path / "attached-2b.pdf"
+    with pikepdf.open(built) as pdf:
+        attach(pdf, Attachment("fields.json", FIELDS_JSON, "application/json", "Document fields"), now=MARK.converted_at)
+        pdf.save(attached)
+
+    report = check_pdfa(attached)
+
+    assert report.part == "2"
+    assert not report.passed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 from datetime import datetime
@@ -9,8 +10,9 @@ from pathlib import Path
 
 import pikepdf
 import pytest
+import requests
 
-from sohoa.config import parse_config
+from sohoa.config import UploadConfig, parse_config
 from sohoa.errors import TimestampUnavailableError
 from sohoa.fields import Field, fields_to_json
 from sohoa.fsutil import sha256_file
@@ -18,11 +20,14 @@ from sohoa.journal import Journal
 from sohoa.pdf import ConversionMark, PageInput, build_pdf
 from sohoa.pdf.conformance import check_pdfa
 from sohoa.pipeline import Pipeline
+from sohoa.receiver import ArchiveReceiver
+from sohoa.recovery import RecoveryReport, repair_jobs
 from sohoa.signing import TokenSigner, add_document_timestamp, make_timestamper, verify_pdf
 from sohoa.testbed.legal import UNIT_NAME, add_key, issue_tsa_identity, issue_unit_identity, run_local_tsa
 from sohoa.testbed.pdf import render_page
 from sohoa.testbed.pki import create_test_pki
 from sohoa.testbed.softhsm import create_test_token
+from sohoa.upload import ArchiveClient
 
 OPERATOR = "Phạm Thị Hương"
 PIN_ENV = "SOHOA_TEST_TSA_PIN"
@@ -173,18 +178,19 @@ def test_both_signatures_timestamped(signing, unsigned, tmp_path, pki):
 # The pipeline: a B-B signature gets its document timestamp before upload.
 
 
-def _signed_job(tmp_path: Path, signing) -> tuple[Pipeline, object]:
+def _signed_job(tmp_path: Path, signing, *, attach_fields: bool = False) -> tuple[Pipeline, object]:
     config = parse_config(
         {
             "box": {"site": "t", "device": "d", "unit": UNIT_NAME, "operator": OPERATOR, "agency_code": "H31.01", "data_dir": str(tmp_path / "data")},
             "scanner": {"device": "pnm:0"},
             "ocr": {"models_dir": str(tmp_path)},
             "signing": signing.model_dump(mode="json"),
+            "pdf": {"attach_fields": attach_fields},
             "upload": {"url": "http://127.0.0.1:9", "token_file": str(tmp_path / "none")},
             "mqtt": {"host": "127.0.0.1"},
         }
     )
-    journal = Journal(config.journal_path)
+    journal = Journal(config.journal_path, manifests_dir=config.spool_dir)
     pipeline = Pipeline(config, journal, scanner=None, ocr=None, signer=TokenSigner(config.signing), archive=None)
     job = journal.create_job()
     image = tmp_path / "page-0001.png"
@@ -197,21 +203,33 @@ def _signed_job(tmp_path: Path, signing) -> tuple[Pipeline, object]:
     return pipeline, pipeline.build(job)
 
 
+def test_tsa_down_sets_journal_column(signing, tmp_path, tsa):
+    tsa.available = False
+    pipeline, job = _signed_job(tmp_path, signing)
+
+    job = pipeline.sign(job)
+
+    assert job.state == "signed"
+    assert job.timestamp_pending == tsa.url
+    assert pipeline.journal.get_job(job.id).timestamp_pending == tsa.url
+    assert pipeline.journal.manifest(job.id)["timestamp_pending"] == tsa.url
+    assert not pipeline.legacy_timestamp_marker(job).exists()
+
+
 def test_pipeline_timestamps_pending_job(signing, tmp_path, tsa):
     tsa.available = False
     pipeline, job = _signed_job(tmp_path, signing)
     job = pipeline.sign(job)
-    marker = pipeline.timestamp_marker(job)
-    assert marker.exists()
 
     unchanged = pipeline.add_pending_timestamp(job)
     assert unchanged.sha256 == job.sha256
-    assert marker.exists()
+    assert unchanged.timestamp_pending == tsa.url
 
     tsa.available = True
     stamped = pipeline.add_pending_timestamp(job)
 
-    assert not marker.exists()
+    assert stamped.timestamp_pending is None
+    assert pipeline.journal.manifest(job.id)["timestamp_pending"] is None
     assert stamped.sha256 == sha256_file(Path(job.signed_path))
     assert stamped.sha256 != job.sha256
     kinds = [status.kind for status in verify_pdf(Path(job.signed_path), signing.trust_roots).signatures]
@@ -220,10 +238,84 @@ def test_pipeline_timestamps_pending_job(signing, tmp_path, tsa):
         assert pdf.open_metadata()["pdfaid:part"] == "2"
 
 
-def test_pipeline_timestamped_job_has_no_marker(signing, tmp_path):
+def test_document_timestamp_keeps_pdfa_3b(signing, tmp_path, tsa):
+    tsa.available = False
+    pipeline, job = _signed_job(tmp_path, signing, attach_fields=True)
+    job = pipeline.sign(job)
+    tsa.available = True
+
+    stamped = pipeline.add_pending_timestamp(job)
+
+    assert stamped.timestamp_pending is None
+    report = check_pdfa(Path(job.signed_path))
+    assert report.findings == ()
+    assert report.flavour == "3b"
+
+
+def test_timestamp_added_before_upload(signing, tmp_path, tsa):
+    tsa.available = False
+    pipeline, job = _signed_job(tmp_path, signing)
+    job = pipeline.sign(job)
+    tsa.available = True
+    receiver = ArchiveReceiver(tmp_path / "store")
+    receiver.start()
+    try:
+        pipeline.archive = ArchiveClient(UploadConfig(url=receiver.url, timeout_seconds=5))
+        pipeline.upload(job)
+        download = requests.get(f"{receiver.url}/api/v1/documents/download/{job.doc_code}", timeout=5)
+    finally:
+        receiver.stop()
+
+    uploaded = pipeline.journal.get_job(job.id)
+    assert uploaded.state == "uploaded"
+    assert uploaded.timestamp_pending is None
+    assert download.status_code == 200
+    assert hashlib.sha256(download.content).hexdigest() == uploaded.sha256
+    stored = tmp_path / "downloaded.pdf"
+    stored.write_bytes(download.content)
+    kinds = [status.kind for status in verify_pdf(stored, signing.trust_roots).signatures]
+    assert kinds == ["signature", "document_timestamp"]
+
+
+def test_legacy_marker_still_honoured(signing, tmp_path, tsa):
+    pipeline, job = _signed_job(tmp_path, signing)
+    tsa.available = False
+    job = pipeline.sign(job)
+    # A job spooled by the version that kept the pending state in a file.
+    job = pipeline.journal.update_job(job.id, timestamp_pending=None)
+    marker = pipeline.legacy_timestamp_marker(job)
+    marker.write_text(f"{tsa.url}\n", encoding="utf-8")
+    tsa.available = True
+
+    stamped = pipeline.add_pending_timestamp(job)
+
+    assert not marker.exists()
+    assert stamped.timestamp_pending is None
+    assert stamped.sha256 != job.sha256
+    kinds = [status.kind for status in verify_pdf(Path(job.signed_path), signing.trust_roots).signatures]
+    assert kinds == ["signature", "document_timestamp"]
+
+
+def test_recovery_moves_legacy_marker(signing, tmp_path, tsa):
+    tsa.available = False
+    pipeline, job = _signed_job(tmp_path, signing)
+    job = pipeline.sign(job)
+    job = pipeline.journal.update_job(job.id, timestamp_pending=None)
+    marker = pipeline.legacy_timestamp_marker(job)
+    marker.write_text(f"{tsa.url}\n", encoding="utf-8")
+    report = RecoveryReport()
+
+    repair_jobs(pipeline.journal, pipeline.config.spool_dir, report)
+
+    assert pipeline.journal.get_job(job.id).timestamp_pending == tsa.url
+    assert not marker.exists()
+    assert any("marker file" in repair for repair in report.repairs)
+
+
+def test_pipeline_timestamped_job_has_no_pending(signing, tmp_path):
     pipeline, job = _signed_job(tmp_path, signing)
 
     job = pipeline.sign(job)
 
-    assert not pipeline.timestamp_marker(job).exists()
+    assert job.timestamp_pending is None
     assert pipeline.add_pending_timestamp(job) == job

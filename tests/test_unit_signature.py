@@ -311,7 +311,7 @@ def test_unit_pin_required_on_own_token(two_tokens, unsigned, tmp_path):
 # The pipeline: which documents the unit signs, and a missing unit token.
 
 
-def _pipeline(tmp_path: Path, signing, type_name: str) -> tuple[Pipeline, object]:
+def _pipeline(tmp_path: Path, signing, type_name: str, *, attach_fields: bool = False) -> tuple[Pipeline, object]:
     config = parse_config(
         {
             "box": {
@@ -325,6 +325,7 @@ def _pipeline(tmp_path: Path, signing, type_name: str) -> tuple[Pipeline, object
             "scanner": {"device": "pnm:0"},
             "ocr": {"models_dir": str(tmp_path)},
             "signing": signing.model_dump(mode="json"),
+            "pdf": {"attach_fields": attach_fields},
             "upload": {"url": "http://127.0.0.1:9", "token_file": str(tmp_path / "none")},
             "mqtt": {"host": "127.0.0.1"},
         }
@@ -358,6 +359,33 @@ def test_pipeline_certificate_gets_both_signatures(one_token, tmp_path, identiti
     assert fields["CodeNumber"] == "12"
     assert "IssuedDate" in fields["UnsureFields"].split(",")
     assert "CodeNumber" not in fields["UnsureFields"].split(",")
+
+
+def test_pipeline_attached_fields_signed_pdfa_3b(one_token, tmp_path):
+    pipeline, job = _pipeline(tmp_path, one_token, "Giấy chứng nhận", attach_fields=True)
+
+    job = pipeline.sign(job)
+
+    signed = Path(job.signed_path)
+    result = verify_pdf(signed, one_token.trust_roots)
+    assert [status.ok for status in result.signatures] == [True, True]
+    report = check_pdfa(signed)
+    assert report.findings == ()
+    assert report.flavour == "3b"
+    with pikepdf.open(signed) as pdf:
+        attached = json.loads(pdf.attachments["fields.json"].get_file().read_bytes())
+        assert pdf.Root.AF[0].AFRelationship == "/Data"
+    assert attached == json.loads(json.dumps(pipeline.document_metadata(job), ensure_ascii=False))
+    assert attached["CodeNumber"] == "12"
+    assert attached["FieldConfidence"]["IssuedDate"] == "unsure"
+
+
+def test_pipeline_default_builds_pdfa_2b(one_token, tmp_path):
+    pipeline, job = _pipeline(tmp_path, one_token, "Quyết định")
+
+    with pikepdf.open(job.pdf_path) as pdf:
+        assert pdf.open_metadata()["pdfaid:part"] == "2"
+        assert "/AF" not in pdf.Root
 
 
 def test_pipeline_decision_gets_operator_only(one_token, tmp_path):

@@ -23,7 +23,7 @@ from fpdf import FPDF
 
 import sohoa
 from sohoa.config import UploadConfig
-from sohoa.errors import ArchiveUnreachableError, ConfigError, UploadConflictError, UploadRejectedError
+from sohoa.errors import ArchiveUnreachableError, ConfigError, UploadConflictError, UploadRejectedError, UploadSettingsError
 from sohoa.receiver import ArchiveReceiver, add_parser, parse_listen, run, validate_metadata
 from sohoa.upload import ArchiveClient, Backoff
 
@@ -243,9 +243,10 @@ def test_injected_failures_then_success(receiver, client, pdf):
 def test_wrong_token_is_rejected(receiver, pdf, tmp_path):
     archive_client = client_for(receiver.url, tmp_path, token="wrong-token")
 
-    with pytest.raises(UploadRejectedError) as caught:
+    with pytest.raises(UploadSettingsError) as caught:
         archive_client.upload(DOC_CODE, pdf, make_metadata())
 
+    assert caught.value.code == "upload_settings_invalid"
     assert "401" in str(caught.value)
     assert "upload.token_file" in str(caught.value)
     assert TOKEN not in str(caught.value)
@@ -266,6 +267,8 @@ def test_invalid_metadata_is_rejected_by_client(receiver, client, pdf):
     with pytest.raises(UploadRejectedError) as caught:
         client.upload(DOC_CODE, pdf, metadata)
 
+    assert not isinstance(caught.value, UploadSettingsError)
+    assert caught.value.code == "upload_rejected"
     assert "400" in str(caught.value)
     assert "TypeName: missing" in str(caught.value)
 

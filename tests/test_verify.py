@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sohoa import cli, i18n
-from sohoa.pdf import ConversionMark, PageInput, build_pdf, qr_payload
+from sohoa.pdf import Attachment, ConversionMark, PageInput, build_pdf, qr_payload
 from sohoa.signing import TokenSigner
 from sohoa.testbed.demo import write_toml
 from sohoa.testbed.legal import UNIT_NAME, add_key, compile_vietnamese_catalog, issue_unit_identity
@@ -166,3 +166,47 @@ def test_missing_file_reports_error(capsys, tmp_path):
 
     assert status != 0
     assert "absent.pdf" in capsys.readouterr().err
+
+
+def test_attached_fields_listed(pki, tmp_path, capsys, monkeypatch):
+    token = create_test_token(tmp_path / "hsm", pki, pin="525252")
+    for name, value in token.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv(PIN_ENV, token.pin)
+    image = tmp_path / "page-1.png"
+    text = render_page(image, ["BẰNG TỐT NGHIỆP TRUNG HỌC PHỔ THÔNG"], dpi=DPI, mode="RGB")
+    unsigned = tmp_path / "unsigned.pdf"
+    attached = {"DocCode": MARK.doc_code, "TypeName": "Bằng tốt nghiệp", "FieldConfidence": {"CodeNumber": "unsure"}}
+    attachment = Attachment("fields.json", json.dumps(attached, ensure_ascii=False).encode("utf-8"), "application/json", "Fields")
+    build_pdf([PageInput(image, text, DPI)], unsigned, mark=MARK, metadata=METADATA, attachments=[attachment])
+    signed = tmp_path / "signed.pdf"
+    TokenSigner(token.signing_config(pin_env=PIN_ENV)).sign_pdf(unsigned, signed, signer_name=OPERATOR, signed_at=SIGNED_AT)
+
+    status, output = _run(capsys, "--lang", "en", "verify", str(signed), "--trust-root", str(pki.ca_cert_path))
+    json_status, json_output = _run(capsys, "verify", str(signed), "--trust-root", str(pki.ca_cert_path), "--format", "json")
+    report = json.loads(json_output)
+
+    assert status == 0, output
+    assert "PDF/A identification: PDF/A-3b" in output
+    assert "Attachments: fields.json" in output
+    assert "  TypeName: Bằng tốt nghiệp" in output.split("Fields in the attachment:")[1]
+    assert '  FieldConfidence: {"CodeNumber": "unsure"}' in output
+    assert json_status == 0
+    assert report["attachments"] == ["fields.json"]
+    assert report["attached_fields"] == attached
+    assert report["pdfa"]["part"] == "3"
+
+
+def test_malformed_fields_attachment_fails(pki, tmp_path, capsys):
+    image = tmp_path / "page-1.png"
+    text = render_page(image, ["BẰNG TỐT NGHIỆP"], dpi=DPI, mode="RGB")
+    unsigned = tmp_path / "unsigned.pdf"
+    attachment = Attachment("fields.json", b"{not json", "application/json", "Fields")
+    build_pdf([PageInput(image, text, DPI)], unsigned, mark=MARK, metadata=METADATA, attachments=[attachment])
+
+    _status, output = _run(capsys, "verify", str(unsigned), "--format", "json")
+    report = json.loads(output)
+
+    assert report["ok"] is False
+    assert report["attached_fields"] is None
+    assert "not UTF-8 JSON" in report["attachment_problem"]

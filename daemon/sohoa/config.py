@@ -164,6 +164,16 @@ class SigningConfig(_Section):
         return self.unit_key_id is not None
 
 
+class PdfConfig(_Section):
+    """Options of the archive PDF."""
+
+    # The fields as an embedded fields.json file. PDF/A-2 allows only PDF/A
+    # files as attachments, so this makes the document PDF/A-3b. The rules
+    # for converted records ask for PDF/A-1 or PDF/A-2, so it stays off
+    # unless the archive accepts PDF/A-3.
+    attach_fields: bool = Field(default=False, description="Embed the fields as fields.json, which makes the PDF PDF/A-3b")
+
+
 class UploadConfig(_Section):
     url: str = Field(pattern=r"^https?://")
     token_file: Path | None = None
@@ -171,6 +181,11 @@ class UploadConfig(_Section):
     timeout_seconds: float = Field(default=30.0, gt=0)
     retry_min_seconds: float = Field(default=2.0, gt=0)
     retry_max_seconds: float = Field(default=300.0, gt=0)
+    # A document the archive rejects (HTTP 400, 413, 422, a bad receipt...) is
+    # sent again at the next rounds, in case the archive itself was at fault,
+    # and marked failed at the max_rejections-th rejection. A rejected token or
+    # address does not count, because the fix is on the box, not the document.
+    max_rejections: int = Field(default=3, ge=1, le=100, description="Rejections of one document before it is marked failed")
 
 
 class MqttConfig(_Section):
@@ -239,6 +254,7 @@ class Config(_Section):
     scanner: ScannerConfig
     ocr: OcrConfig = OcrConfig()
     signing: SigningConfig
+    pdf: PdfConfig = PdfConfig()
     upload: UploadConfig
     mqtt: MqttConfig = MqttConfig()
     plan: PlanConfig = PlanConfig()

@@ -104,6 +104,7 @@ class Daemon:
         self._model_versions: dict[str, str] = {}
         self._threads: list[threading.Thread] = []
         self._sign_retry_at = 0.0
+        self._unit_token_probe_at = 0.0
         self._startup_alerts: list[SohoaError] = []
         # Watchdog health: when the worker last moved, and what the journal looked like then.
         self._progress_at = time.monotonic()
@@ -129,6 +130,8 @@ class Daemon:
             self.reporter.start()
         if self._panel_factory is not None:
             self.panel = self._panel_factory(self.config.gpio, self.request_scan)
+        # Before the worker starts, so the probe cannot overlap a signature and the first state shows its alert.
+        self._probe_unit_token()
         for name, target in (("worker", self._worker_loop), ("uploader", self._upload_loop)):
             thread = threading.Thread(target=target, name=f"sohoa-{name}", daemon=True)
             thread.start()
@@ -258,9 +261,10 @@ class Daemon:
                 with self._lock:
                     self._scanning = False
                 self._process_pending()
-                # On this thread, so the probe never overlaps a scan or a signature.
+                # On this thread, so the probes never overlap a scan or a signature.
                 if self._device_probe.refresh_if_due():
                     self._publish()
+                self._probe_unit_token_if_due()
             except Exception:
                 log.exception("Worker step failed unexpectedly")
             finally:
@@ -353,6 +357,39 @@ class Daemon:
                 reserve=self.config.box.min_free_mb,
             )
 
+    def _probe_unit_token(self) -> None:
+        """Log in to the unit's token, find its key and log out, then raise or clear the ``unit_token`` alert.
+
+        Without this probe a missing or wrong unit token shows only when the
+        first licence, certificate or diploma is signed. It does nothing when
+        ``signing.unit_key_id`` is unset.
+        """
+        if not self.config.signing.unit_signing_enabled:
+            return
+        self._unit_token_probe_at = time.monotonic() + self.config.signing.retry_seconds
+        try:
+            self.pipeline.unit_signer().probe()
+        except SohoaError as exc:
+            current = self._alerts.get("unit_token")
+            if current is None or current.code != exc.code:
+                self._raise_alert("unit_token", exc)
+            return
+        if "unit_token" in self._alerts:
+            log.info("The unit's signing token is ready again")
+            self._clear_alert("unit_token")
+
+    def _probe_unit_token_if_due(self) -> None:
+        """Probe the unit's token again every ``signing.retry_seconds`` while its alert is raised.
+
+        A rejected PIN is not tried again, because every wrong PIN counts
+        towards locking the token. That alert clears when a unit signature
+        succeeds, or at the next start.
+        """
+        alert = self._alerts.get("unit_token")
+        if alert is None or alert.code == "token_pin_invalid" or time.monotonic() < self._unit_token_probe_at:
+            return
+        self._probe_unit_token()
+
     def _process_pending(self) -> None:
         for job in self.journal.jobs_in(*PENDING_STATES):
             if self._stop.is_set():
@@ -376,6 +413,8 @@ class Daemon:
             if job.state == "signed":
                 self._clear_alert("signing")
                 self._clear_alert("job")
+                if self.pipeline.needs_unit_signature(job):
+                    self._clear_alert("unit_token")
                 self._event("job_finished", {"job_id": job.id, "doc_code": job.doc_code, "pages": job.page_count})
                 if self.panel is not None:
                     self.panel.beep_done()
@@ -471,8 +510,7 @@ class Daemon:
                 log.warning("Upload of %s failed, next try in %.1f s: %s", job.doc_code, delay, exc)
                 return delay
             except UploadError as exc:
-                self._raise_alert("upload", exc)
-                self._event("upload_failed", {"job_id": job.id, "doc_code": job.doc_code, "code": exc.code})
+                self._report_upload_error(job, exc)
                 continue
             self._backoff.reset()
             self._archive_reachable = True
@@ -482,6 +520,15 @@ class Daemon:
             log.info("Job %s: %s uploaded, archive id %s", job.id, job.doc_code, receipt.archive_id)
         self._publish()
         return self.config.upload.retry_max_seconds
+
+    def _report_upload_error(self, job, error: UploadError) -> None:
+        """Raise the alert for a failed upload: a ``job`` alert when the job failed for good, else an ``upload`` one."""
+        self._event("upload_failed", {"job_id": job.id, "doc_code": job.doc_code, "code": error.code})
+        if self.journal.get_job(job.id).state != "failed":
+            self._raise_alert("upload", error)
+            return
+        self._raise_alert("job", error)
+        self._event("job_failed", {"job_id": job.id, "doc_code": job.doc_code, "code": error.code, "message": error.user_message()})
 
     # status
 

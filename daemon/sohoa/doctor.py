@@ -43,6 +43,7 @@ CHECK_TITLES = {
     "scanner": N_("Scanner"),
     "token": N_("Signing token"),
     "unit_token": N_("Unit's signing token"),
+    "tsa": N_("Time-stamping authority"),
     "models": N_("OCR models"),
     "broker": N_("MQTT broker"),
     "archive": N_("Archive"),
@@ -55,6 +56,10 @@ MIN_CLOCK_YEAR = 2026
 DEFAULT_TIMEOUT_SECONDS = 10.0
 DEFAULT_CERTIFICATE_WARNING_DAYS = 30
 DEFAULT_CREDENTIALS_DIR = Path("/etc/sohoa/credentials")
+# Signing times come from the box clock and timestamps from the authority's.
+# An NTP-synchronized clock is usually within a second, so a minute apart means
+# that one of the two clocks is wrong.
+MAX_TSA_OFFSET_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,40 @@ def _token_fix(error: SohoaError) -> str:
     if isinstance(error, ConfigError):
         return _("Write the token PIN to /etc/sohoa/credentials/token-pin (mode 0600, owner root).")
     return _("Check signing.pkcs11_module and that the token's driver is installed.")
+
+
+def check_tsa(config: Config, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> CheckResult:
+    """Request a real RFC 3161 timestamp and compare the authority's time with the box clock.
+
+    An authority that does not respond is a warning, not a problem, because
+    documents are then signed without a timestamp (PAdES B-B) and get a
+    document timestamp before upload once it responds again.
+    """
+    from sohoa.errors import TimestampUnavailableError
+    from sohoa.signing import make_timestamper, query_tsa_time
+
+    signing = config.signing.model_copy(update={"tsa_timeout_seconds": min(timeout, config.signing.tsa_timeout_seconds)})
+    try:
+        reply = query_tsa_time(make_timestamper(signing))
+    except TimestampUnavailableError as exc:
+        fix = _(
+            "Check the network and signing.tsa_url. Until the authority responds, documents are signed "
+            "without a timestamp (PAdES B-B) and get a document timestamp before upload."
+        )
+        return CheckResult("tsa", WARNING, exc.user_message(), fix)
+
+    shown = reply.gen_time.astimezone().isoformat(timespec="seconds")
+    offset = f"{reply.offset_seconds:+.1f}"
+    message = _("The time-stamping authority {url} responds. Its time is {time}, {offset} s from the box clock.").format(
+        url=reply.url, time=shown, offset=offset
+    )
+    if abs(reply.offset_seconds) > MAX_TSA_OFFSET_SECONDS:
+        fix = _(
+            "The box clock and the authority's clock differ by more than {limit} s, so signing times and timestamps disagree. "
+            "Check `timedatectl status` and NTP on the box."
+        )
+        return CheckResult("tsa", WARNING, message, fix.format(limit=int(MAX_TSA_OFFSET_SECONDS)))
+    return CheckResult("tsa", OK, message)
 
 
 def check_models(config: Config) -> CheckResult:
@@ -310,6 +349,7 @@ def run_checks(config_path: Path, *, only: set[str] | None = None, timeout: floa
         "scanner": check_scanner,
         "token": lambda config: check_token(config, warning_days=warning_days),
         "unit_token": lambda config: check_token(config, warning_days=warning_days, unit=True),
+        "tsa": lambda config: check_tsa(config, timeout=timeout),
         "models": check_models,
         "broker": lambda config: check_broker(config, timeout=timeout),
         "archive": lambda config: check_archive(config, timeout=timeout),
@@ -320,6 +360,8 @@ def run_checks(config_path: Path, *, only: set[str] | None = None, timeout: floa
             continue
         if name == "unit_token" and (config is None or not config.signing.unit_signing_enabled):
             continue  # no second signature is configured, so there is nothing to check
+        if name == "tsa" and (config is None or not config.signing.tsa_url):
+            continue  # signatures are PAdES B-B by configuration, so there is no authority to ask
         if config is None:
             results.append(CheckResult(name, SKIPPED, _("Skipped because the configuration is invalid.")))
             continue
@@ -343,9 +385,9 @@ def print_report(results: list[CheckResult], out=None) -> None:
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("doctor", help=_("check scanner, token, models, broker, archive, disk and clock, and print what to fix"))
+    parser = subparsers.add_parser("doctor", help=_("check scanner, token, time-stamping authority, models, broker, archive, disk and clock, and print what to fix"))
     parser.add_argument("--only", action="append", choices=[name for name in CHECK_TITLES if name != "config"], help=_("run only this check; repeatable"))
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS, help=_("seconds to wait for the broker and the archive (default: %(default)s)"))
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS, help=_("seconds to wait for the broker, the archive and the time-stamping authority (default: %(default)s)"))
     parser.add_argument("--certificate-warning-days", type=int, default=DEFAULT_CERTIFICATE_WARNING_DAYS, help=_("warn when the signing certificate expires within this many days (default: %(default)s)"))
     parser.add_argument(
         "--credentials-dir",

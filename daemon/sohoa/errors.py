@@ -159,3 +159,9 @@ class PageCountMismatchError(ScannerError):
     """A document's scanned page count differs from the count its cover or separator sheet declares."""
 
     code = "page_count_mismatch"
+
+
+class UploadSettingsError(UploadRejectedError):
+    """The archive rejected the box's token or address, so every upload fails until a person fixes the [upload] settings."""
+
+    code = "upload_settings_invalid"

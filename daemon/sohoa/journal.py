@@ -81,6 +81,11 @@ class Job:
     # The batch folder the scanner wrote this job's pages into before they were
     # moved into the job's own folder; None when the job owns that folder.
     source_batch: str | None = None
+    # The URL of the time-stamping authority that did not respond when the job
+    # was signed. The signed PDF is then PAdES B-B and still needs a document timestamp.
+    timestamp_pending: str | None = None
+    # How many times the archive rejected this document (see upload.max_rejections).
+    upload_rejections: int = 0
 
     @classmethod
     def from_row(cls, row: dict) -> Job:
@@ -106,6 +111,8 @@ class Job:
             origin=row.get("origin"),
             declared=json.loads(row["declared"]) if row.get("declared") else None,
             source_batch=row.get("source_batch"),
+            timestamp_pending=row.get("timestamp_pending"),
+            upload_rejections=row.get("upload_rejections") or 0,
         )
 
 
@@ -186,10 +193,21 @@ class Journal:
                 )
             if "counters" not in self.db.table_names():
                 self.db["counters"].create({"name": str, "value": int}, pk="name")
-            # Journals written before duplicate detection lack these columns.
-            for column in ("duplicate_of", "duplicate_reason", "purged_at", "profile", "origin", "declared", "source_batch"):
+            # Journals written by earlier versions lack these columns.
+            for column in (
+                "duplicate_of",
+                "duplicate_reason",
+                "purged_at",
+                "profile",
+                "origin",
+                "declared",
+                "source_batch",
+                "timestamp_pending",
+            ):
                 if column not in self.db["jobs"].columns_dict:
                     self.db["jobs"].add_column(column, str)
+            if "upload_rejections" not in self.db["jobs"].columns_dict:
+                self.db["jobs"].add_column("upload_rejections", int, not_null_default=0)
             create_search_schema(self.db)
 
     @contextmanager
@@ -376,6 +394,8 @@ class Journal:
             "origin": job.origin,
             "declared": job.declared,
             "source_batch": self._spool_relative(job.source_batch),
+            "timestamp_pending": job.timestamp_pending,
+            "upload_rejections": job.upload_rejections,
             "pages": [
                 {
                     "seq": page.seq,

@@ -31,6 +31,8 @@ from sohoa.errors import (
     PdfError,
     SignatureInvalidError,
     UploadConflictError,
+    UploadRejectedError,
+    UploadSettingsError,
 )
 from sohoa.fsutil import fsync_dir, sha256_file, write_atomic
 from sohoa.i18n import N_
@@ -47,11 +49,17 @@ from sohoa.splitting import (
 
 if TYPE_CHECKING:
     from sohoa.ocr import OcrEngine, PageText
+    from sohoa.pdf import Attachment
     from sohoa.scanner import ScannedPage, Scanner
     from sohoa.signing import TokenSigner
     from sohoa.upload import ArchiveClient, Receipt
 
 log = logging.getLogger(__name__)
+
+# A file in the job's spool folder, written by versions before the journal's
+# timestamp_pending column, that marks a signed PDF still owed a document
+# timestamp. It contains the authority's URL and a newline.
+LEGACY_TIMESTAMP_MARKER = "timestamp-pending"
 
 
 # What can start a scan; stored with the job.
@@ -86,6 +94,27 @@ def _slug(text: str) -> str:
     ascii_text = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     words = "".join(ch.lower() if ch.isalnum() else " " for ch in ascii_text).split()
     return "-".join(words[:6]) or "tai-lieu"
+
+
+def adopt_legacy_timestamp_marker(journal: Journal, job: Job, job_dir: Path) -> Job:
+    """Move a legacy ``timestamp-pending`` marker file of a signed job into the journal column.
+
+    The column is committed before the file is removed, so a crash in between
+    leaves a harmless stale file that the next call removes.
+    """
+    marker = job_dir / LEGACY_TIMESTAMP_MARKER
+    if job.state != "signed" or not marker.exists():
+        return job
+    if job.timestamp_pending is None:
+        try:
+            url = marker.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            log.warning("Job %s: the timestamp marker %s cannot be read (%s), so the timestamp is treated as pending", job.id, marker, exc)
+            url = ""
+        job = journal.update_job(job.id, timestamp_pending=url or "unknown")
+        log.info("Job %s: moved the pending timestamp from %s into the journal", job.id, marker)
+    marker.unlink(missing_ok=True)
+    return job
 
 
 class Pipeline:
@@ -305,6 +334,7 @@ class Pipeline:
         return digest.hexdigest()
 
     def build(self, job: Job) -> Job:
+        """Build the unsigned PDF/A: PDF/A-2b, or PDF/A-3b with ``fields.json`` when ``pdf.attach_fields`` is on."""
         from sohoa.pdf import ConversionMark, PageInput, build_pdf
 
         job = self.assign_doc_code(job)
@@ -326,12 +356,29 @@ class Pipeline:
         # XMP properties here are plain text, so the unsure fields go in as one comma-separated list.
         unsure = [name for name, level in document["FieldConfidence"].items() if level == "unsure"]
         metadata["UnsureFields"] = ",".join(unsure)
-        build_pdf(pages, out, mark=mark, metadata=metadata, title=self._title(job))
+        attachments = [self.fields_attachment(document, mark.converted_at)] if self.config.pdf.attach_fields else []
+        build_pdf(pages, out, mark=mark, metadata=metadata, title=self._title(job), attachments=attachments)
         return self.journal.set_state(job.id, "built", pdf_path=str(out), error_code=None, error_message=None)
 
     def operator_of(self, job: Job) -> str:
         """Return the person who scanned ``job``: the operator its sheet names, else ``box.operator``."""
         return declared_operator(job) or self.config.box.operator
+
+    @staticmethod
+    def fields_attachment(document: dict[str, object], converted_at: datetime) -> Attachment:
+        """Return the document's metadata (see :meth:`document_metadata`) as the ``fields.json`` attachment."""
+        from sohoa.pdf import Attachment
+        from sohoa.pdf.attachments import FIELDS_ATTACHMENT_NAME
+
+        data = json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")
+        return Attachment(
+            name=FIELDS_ATTACHMENT_NAME,
+            data=data,
+            mime_type="application/json",
+            description="Document metadata: the national minimum set for digitized documents",
+            relationship="Data",
+            created_at=converted_at,
+        )
 
     def _title(self, job: Job) -> str:
         subject = job.fields.get("Subject", {}).get("value")
@@ -411,40 +458,47 @@ class Pipeline:
                 findings="; ".join(conformance.findings[:8]),
             )
         log.info("Job %s: signed and verified, PDF/A-%s (%s)", job.id, conformance.flavour, result.summary)
-        self._mark_timestamp_pending(job, timestamp_pending)
-        return self.journal.set_state(
-            job.id, "signed", signed_path=str(signed), sha256=sha256_file(signed), error_code=None, error_message=None
-        )
-
-    def timestamp_marker(self, job: Job) -> Path:
-        """Return the file whose presence means the signed PDF still needs a document timestamp.
-
-        NOTE: the journal has no column for this yet, so the mark is a file in
-        the job's spool folder, written atomically like every other job file.
-        """
-        return self.job_dir(job.id) / "timestamp-pending"
-
-    def _mark_timestamp_pending(self, job: Job, pending: bool) -> None:
-        marker = self.timestamp_marker(job)
-        if pending:
-            write_atomic(marker, f"{self.config.signing.tsa_url}\n".encode())
+        pending_url = self.config.signing.tsa_url if timestamp_pending else None
+        if pending_url:
             log.warning("Job %s: signed without a timestamp (PAdES B-B); a document timestamp is added before upload", job.id)
-        else:
-            marker.unlink(missing_ok=True)
+        # One journal update records the signed file and the owed timestamp, so a crash cannot separate them.
+        job = self.journal.set_state(
+            job.id,
+            "signed",
+            signed_path=str(signed),
+            sha256=sha256_file(signed),
+            timestamp_pending=pending_url,
+            error_code=None,
+            error_message=None,
+        )
+        self.legacy_timestamp_marker(job).unlink(missing_ok=True)
+        return job
+
+    def legacy_timestamp_marker(self, job: Job) -> Path:
+        """Return the file that marked a pending timestamp before the journal had a column for it."""
+        return self.job_dir(job.id) / LEGACY_TIMESTAMP_MARKER
 
     def add_pending_timestamp(self, job: Job) -> Job:
         """Add the document timestamp a B-B signed job is waiting for, if the authority now responds.
 
         Returns the job unchanged when nothing is pending. When the authority
         still does not respond, logs a warning and returns the job unchanged,
-        so the document is uploaded as PAdES B-B rather than held back.
+        so the document is uploaded as PAdES B-B rather than held back. A job
+        spooled with the legacy marker file is moved to the journal column first.
         """
         from sohoa.errors import TimestampUnavailableError
         from sohoa.signing import add_document_timestamp, make_timestamper, verify_pdf
 
-        marker = self.timestamp_marker(job)
+        job = adopt_legacy_timestamp_marker(self.journal, job, self.job_dir(job.id))
+        if not job.timestamp_pending or not job.signed_path:
+            return job
         timestamper = make_timestamper(self.config.signing)
-        if not marker.exists() or timestamper is None or not job.signed_path:
+        if timestamper is None:
+            log.warning(
+                "Job %s: a document timestamp from %s is pending but signing.tsa_url is unset; uploading as PAdES B-B",
+                job.id,
+                job.timestamp_pending,
+            )
             return job
         signed = Path(job.signed_path)
         stamped = signed.with_name(signed.name.removesuffix(".pdf") + ".timestamped.pdf")
@@ -459,11 +513,13 @@ class Pipeline:
             stamped.unlink(missing_ok=True)
             log.error("Job %s: the document timestamp did not verify, keeping the B-B file: %s", job.id, result.summary)
             return job
+        # NOTE: a crash between this rename and the journal update leaves a
+        # file whose SHA-256 the journal does not know, so start-up recovery
+        # signs the job again from its unsigned PDF.
         stamped.replace(signed)
         fsync_dir(signed.parent)
-        marker.unlink(missing_ok=True)
         log.info("Job %s: document timestamp added (%s)", job.id, result.summary)
-        return self.journal.update_job(job.id, sha256=sha256_file(signed))
+        return self.journal.update_job(job.id, sha256=sha256_file(signed), timestamp_pending=None)
 
     def needs_unit_signature(self, job: Job) -> bool:
         """Return whether the converting unit signs this job's document as well as the operator."""
@@ -507,11 +563,38 @@ class Pipeline:
         return metadata
 
     def upload(self, job: Job) -> Receipt:
+        """Send the signed PDF once; record the receipt, or the rejection that stops the job.
+
+        A conflict fails the job at once. Any other rejection of the document
+        fails it at the ``upload.max_rejections``-th time and otherwise leaves
+        it ``signed`` for the next round. A rejected token or address
+        (UploadSettingsError) leaves it ``signed`` without counting.
+        """
         job = self.add_pending_timestamp(job)
         try:
             receipt = self.archive.upload(job.doc_code, Path(job.signed_path), self.upload_metadata(job))
         except UploadConflictError as exc:
             self.journal.set_state(job.id, "failed", error_code=exc.code, error_message=str(exc))
             raise
+        except UploadSettingsError as exc:
+            self.journal.update_job(job.id, error_code=exc.code, error_message=str(exc))
+            raise
+        except UploadRejectedError as exc:
+            self._record_rejection(job, exc)
+            raise
         self.journal.set_state(job.id, "uploaded", receipt=receipt.raw, error_code=None, error_message=None)
         return receipt
+
+    def _record_rejection(self, job: Job, error: UploadRejectedError) -> Job:
+        rejections = job.upload_rejections + 1
+        limit = self.config.upload.max_rejections
+        if rejections >= limit:
+            log.error("Job %s: the archive rejected %s %d times, so the job failed: %s", job.id, job.doc_code, rejections, error)
+            return self.journal.set_state(
+                job.id, "failed", upload_rejections=rejections, error_code=error.code, error_message=str(error)
+            )
+        log.warning(
+            "Job %s: the archive rejected %s (%d of %d rejections before the job fails); sending it again next round: %s",
+            job.id, job.doc_code, rejections, limit, error,
+        )  # fmt: skip
+        return self.journal.update_job(job.id, upload_rejections=rejections, error_code=error.code, error_message=str(error))

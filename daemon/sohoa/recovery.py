@@ -14,7 +14,9 @@ itself lost data. :func:`open_journal` runs before any thread starts and:
    was never committed, and finishing a split at a separator or cover sheet;
 4. checks that the files each job's state promises exist and match, and steps
    a job back to the last state whose files are intact. A signed job whose
-   signed PDF matches its SHA-256 is never built or signed again;
+   signed PDF matches its SHA-256 is never built or signed again. A signed
+   job's legacy ``timestamp-pending`` marker file becomes the journal's
+   ``timestamp_pending`` column;
 5. moves spool folders that no job owns out of the spool.
 
 Each repair is logged and listed in the returned :class:`RecoveryReport`.
@@ -38,6 +40,7 @@ from sohoa.errors import JournalError
 from sohoa.fsutil import sha256_file
 from sohoa.i18n import N_
 from sohoa.journal import JOB_STATES, MANIFEST_NAME, Job, Journal, utc_now
+from sohoa.pipeline import adopt_legacy_timestamp_marker
 from sohoa.search import rebuild_index
 from sohoa.splitting import FIRST_BATCH_NAME, BatchSplitter, PageFile, latest_batch
 
@@ -201,6 +204,8 @@ def restore_job(journal: Journal, folder: Path, manifest: dict) -> None:
                 "purged_at": manifest.get("purged_at"),
                 "declared": json.dumps(manifest["declared"], ensure_ascii=False) if manifest.get("declared") else None,
                 "source_batch": str(folder.parent / manifest["source_batch"]) if manifest.get("source_batch") else None,
+                "timestamp_pending": manifest.get("timestamp_pending"),
+                "upload_rejections": manifest.get("upload_rejections") or 0,
             }
         )
         for page in pages:
@@ -242,6 +247,9 @@ def repair_jobs(journal: Journal, config: Config, report: RecoveryReport) -> Non
         end_cut_scan(journal, config, job, report)
     for job in journal.jobs_in("interrupted", "captured", "recognized", "built", "signed"):
         check_job_files(journal, job, report)
+    for job in journal.jobs_in("signed"):
+        if adopt_legacy_timestamp_marker(journal, job, config.spool_dir / job.id) != job:
+            report.note("job %s: moved the pending document timestamp from the marker file into the journal", job.id)
     for job in journal.jobs_in("uploaded"):
         if job.purged_at is None and job.signed_path and not Path(job.signed_path).exists():
             report.note("job %s: the uploaded PDF %s is missing; the archive holds the document", job.id, job.signed_path)
@@ -334,7 +342,7 @@ def check_job_files(journal: Journal, job: Job, report: RecoveryReport) -> None:
         return
     if job.state == "signed":
         report.note("job %s: the signed PDF %s is missing or changed", job.id, job.signed_path)
-        journal.update_job(job.id, state="built", signed_path=None, sha256=None)
+        journal.update_job(job.id, state="built", signed_path=None, sha256=None, timestamp_pending=None)
         job = journal.get_job(job.id)
 
     bad_pages = [page.seq for page in journal.pages(job.id) if not file_matches(Path(page.path), page.sha256)]

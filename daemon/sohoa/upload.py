@@ -4,9 +4,10 @@ The contract is written in ``docs/upload-protocol.md``. In short: one
 ``POST /api/v1/documents/import`` per document, ``multipart/form-data`` with a
 ``metadata`` JSON part, a ``sha256`` part and the ``file`` part last, a bearer
 token, and idempotency by DocCode. :meth:`ArchiveClient.upload` makes one
-attempt. It raises :class:`ArchiveUnreachableError` for failures worth a retry
-and :class:`UploadConflictError` or :class:`UploadRejectedError` for final
-ones. The caller owns the retry loop and paces it with :class:`Backoff`.
+attempt. It raises :class:`ArchiveUnreachableError` for failures worth a retry,
+:class:`UploadSettingsError` when the box's token or address is wrong, and
+:class:`UploadConflictError` or :class:`UploadRejectedError` when the archive
+rejects the document. The caller owns the retry loop and paces it with :class:`Backoff`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 import requests
 
 from sohoa.config import UploadConfig, read_secret
-from sohoa.errors import ArchiveUnreachableError, UploadConflictError, UploadError, UploadRejectedError
+from sohoa.errors import ArchiveUnreachableError, UploadConflictError, UploadError, UploadRejectedError, UploadSettingsError
 from sohoa.fsutil import sha256_file
 from sohoa.i18n import N_
 
@@ -206,7 +207,9 @@ class ArchiveClient:
         Raises:
             ArchiveUnreachableError: no connection, a timeout, or HTTP 408, 429 or 5xx; retry later.
             UploadConflictError: the archive stores this DocCode with another SHA-256.
-            UploadRejectedError: any other refusal, or a receipt that does not match the file.
+            UploadSettingsError: the archive rejected the token (HTTP 401, 403) or redirected
+                the upload, or upload.url is invalid; every document waits until the settings change.
+            UploadRejectedError: any other refusal of this document, or a receipt that does not match the file.
             UploadError: the local file cannot be read.
         """
         pdf = Path(pdf)
@@ -269,7 +272,8 @@ class ArchiveClient:
                 detail=exc,
             ) from exc
         except requests.RequestException as exc:
-            raise UploadRejectedError(
+            # An invalid URL or too many redirects: upload.url is wrong, not the document.
+            raise UploadSettingsError(
                 N_("The upload of {doc_code} to {url} failed: {detail}"), url=url, doc_code=doc_code, detail=exc
             ) from exc
 
@@ -296,14 +300,14 @@ class ArchiveClient:
                 detail=detail,
             )
         if status in (401, 403):
-            raise UploadRejectedError(
+            raise UploadSettingsError(
                 N_("The archive rejected the token for {doc_code} (HTTP {status}: {detail}). Check upload.token_file."),
                 doc_code=doc_code,
                 status=status,
                 detail=detail,
             )
         if 300 <= status < 400:
-            raise UploadRejectedError(
+            raise UploadSettingsError(
                 N_("The archive redirected the upload of {doc_code} to {location}. Set upload.url to the archive's final address."),
                 doc_code=doc_code,
                 location=response.headers.get("Location", "an unknown address"),

@@ -3,7 +3,8 @@
 Reports each signature and document timestamp (validity, signer, time,
 timestamp, trust, changes after signing), the PDF/A identification and
 validator result, the conversion mark on page 1 with its QR code, and the
-document fields in XMP. Exits with status 0 only when every check passes.
+document fields in XMP and, in a PDF/A-3 file, in the ``fields.json``
+attachment. Exits with status 0 only when every check passes.
 
 The mark is read with ``pdftotext`` and the QR code from a ``pdftoppm``
 render (both from poppler-utils) decoded by OpenCV; without poppler-utils
@@ -54,6 +55,9 @@ class DocumentReport:
     pdfa: object  # sohoa.pdf.conformance.PdfaReport
     mark: MarkReport
     fields: dict[str, str] = field(default_factory=dict)
+    attachments: tuple[str, ...] = ()  # names of the embedded files
+    attached_fields: dict[str, object] | None = None  # the content of fields.json, when attached
+    attachment_problem: str = ""  # why fields.json could not be read
 
     @property
     def signatures_ok(self) -> bool:
@@ -62,7 +66,7 @@ class DocumentReport:
 
     @property
     def ok(self) -> bool:
-        return self.signatures_ok and self.pdfa.passed and self.mark.found
+        return self.signatures_ok and self.pdfa.passed and self.mark.found and not self.attachment_problem
 
 
 def add_parser(subparsers) -> None:
@@ -102,7 +106,10 @@ def verify_document(path: Path, trust_roots: list[Path]) -> DocumentReport:
         raise PdfError(N_("File {path} does not exist; give the path of a signed PDF."), path=path)
     verification = verify_pdf(path, trust_roots)
     pdfa = check_pdfa(path)
-    return DocumentReport(path, verification, pdfa, find_mark(path), _read_fields(path, xmp))
+    attachments, attached_fields, problem = _read_attachments(path)
+    return DocumentReport(
+        path, verification, pdfa, find_mark(path), _read_fields(path, xmp), attachments, attached_fields, problem
+    )
 
 
 def _read_fields(path: Path, xmp) -> dict[str, str]:
@@ -112,6 +119,26 @@ def _read_fields(path: Path, xmp) -> dict[str, str]:
         if "/Metadata" not in pdf.Root:
             return {}
         return xmp.read_document_fields(pdf.Root.Metadata.read_bytes())
+
+
+def _read_attachments(path: Path) -> tuple[tuple[str, ...], dict[str, object] | None, str]:
+    """Return the names of the embedded files, the fields in ``fields.json`` if attached, and a problem reading it."""
+    import pikepdf
+
+    from sohoa.pdf.attachments import FIELDS_ATTACHMENT_NAME, read_attachments
+
+    with pikepdf.open(path) as pdf:
+        files = read_attachments(pdf)
+    names = tuple(sorted(files))
+    if FIELDS_ATTACHMENT_NAME not in files:
+        return names, None, ""
+    try:
+        fields = json.loads(files[FIELDS_ATTACHMENT_NAME].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        return names, None, f"{FIELDS_ATTACHMENT_NAME} is not UTF-8 JSON: {exc}"
+    if not isinstance(fields, dict):
+        return names, None, f"{FIELDS_ATTACHMENT_NAME} is not a JSON object"
+    return names, fields, ""
 
 
 def find_mark(path: Path) -> MarkReport:
@@ -197,7 +224,22 @@ def print_report(report: DocumentReport) -> None:
     print(_("Fields:"))
     for name, value in report.fields.items():
         print(f"  {name}: {value}")
+    _print_attachments(report)
     print(_("Result: all checks passed") if report.ok else _("Result: FAILED"))
+
+
+def _print_attachments(report: DocumentReport) -> None:
+    if not report.attachments:
+        return
+    print(_("Attachments: {names}").format(names=", ".join(report.attachments)))
+    if report.attachment_problem:
+        print("  " + _("Cannot read the fields attachment: {problem}").format(problem=report.attachment_problem))
+    if report.attached_fields is None:
+        return
+    print(_("Fields in the attachment:"))
+    for name, value in report.attached_fields.items():
+        shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        print(f"  {name}: {shown}")
 
 
 def _print_signature(number: int, status) -> None:
@@ -254,4 +296,7 @@ def report_to_json(report: DocumentReport) -> dict[str, object]:
             "problem": report.mark.problem,
         },
         "fields": report.fields,
+        "attachments": list(report.attachments),
+        "attached_fields": report.attached_fields,
+        "attachment_problem": report.attachment_problem,
     }

@@ -1,5 +1,9 @@
 """The searchable PDF/A-2b: page images, an invisible text layer, the mark of conversion.
 
+With attachments (the fields as ``fields.json``, see :mod:`sohoa.pdf.attachments`)
+the document is PDF/A-3b instead, because PDF/A-2 allows only PDF/A files as
+attachments.
+
 The PDF is assembled from maintained libraries rather than written by hand:
 
 - fpdf2 lays out the pages: each page image at its scanned size (in grey
@@ -43,16 +47,19 @@ from sohoa.fsutil import write_atomic_with
 from sohoa.i18n import N_
 from sohoa.ocr import PageText
 from sohoa.pdf import metadata as xmp
+from sohoa.pdf.attachments import Attachment, attach
 from sohoa.pdf.colour import apply_colour_policy
 from sohoa.pdf.images import check_dpi, load_page_image, prepare_for_embedding
 from sohoa.pdf.mark import ConversionMark, draw_mark, place_mark, qr_payload
 from sohoa.pdf.textlayer import font_manager, page_element
 
-__all__ = ["ConversionMark", "PageInput", "build_pdf", "qr_payload"]
+__all__ = ["Attachment", "ConversionMark", "PageInput", "build_pdf", "qr_payload"]
 
 log = logging.getLogger(__name__)
 
 PDFA_FLAVOUR = "2b"
+# PDF/A-3 allows embedded files of any type, as associated files.
+PDFA_FLAVOUR_WITH_ATTACHMENTS = "3b"
 PRODUCER = f"sohoa {__version__} (fpdf2, OCRmyPDF renderer, pikepdf {pikepdf.__version__})"
 
 
@@ -87,8 +94,11 @@ def build_pdf(
     mark: ConversionMark,
     metadata: Mapping[str, str],
     title: str | None = None,
-) -> None:
-    """Write the searchable PDF/A-2b of ``pages`` to ``out`` atomically.
+    attachments: Sequence[Attachment] = (),
+) -> str:
+    """Write the searchable PDF/A of ``pages`` to ``out`` atomically; return the flavour, ``"2b"`` or ``"3b"``.
+
+    The document is PDF/A-2b, or PDF/A-3b when ``attachments`` is not empty.
 
     Raises:
         ImageError: if a page image is missing, corrupt, truncated or too
@@ -99,6 +109,7 @@ def build_pdf(
     if not pages:
         raise PdfError(N_("No pages were given for {out}; scan at least one page."), out=out)
     xmp.check_field_names(metadata)
+    flavour = PDFA_FLAVOUR_WITH_ATTACHMENTS if attachments else PDFA_FLAVOUR
 
     try:
         with tempfile.TemporaryDirectory(prefix="sohoa-pdf-") as work:
@@ -107,13 +118,17 @@ def build_pdf(
             render_text_layer(pages, sizes, work_dir / "text.pdf")
             with pikepdf.open(work_dir / "images.pdf") as pdf, pikepdf.open(work_dir / "text.pdf") as text_pdf:
                 put_text_under_images(pdf, text_pdf)
-                save_kwargs = make_pdfa(pdf, mark=mark, title=title or metadata.get("Subject") or mark.doc_code)
+                now = datetime.now(timezone.utc).astimezone()
+                for attachment in attachments:
+                    attach(pdf, attachment, now=now)
+                save_kwargs = make_pdfa(pdf, mark=mark, title=title or metadata.get("Subject") or mark.doc_code, flavour=flavour)
                 add_document_fields(pdf, metadata)
                 write_atomic_with(out, lambda tmp: pdf.save(tmp, **save_kwargs), suffix=".pdf")
     except (pikepdf.PdfError, FPDFException, ValueError) as exc:
         # fpdf2, OCRmyPDF's renderer (ValueError on an invalid element tree) and pikepdf
         raise PdfError(N_("Building the PDF {out} failed: {detail}"), out=out, detail=exc) from exc
-    log.info("Built %s: %d pages, PDF/A-%s", out, len(pages), PDFA_FLAVOUR)
+    log.info("Built %s: %d pages, PDF/A-%s, %d attachments", out, len(pages), flavour, len(attachments))
+    return flavour
 
 
 def render_image_pages(pages: Sequence[PageInput], out: Path, mark: ConversionMark) -> list[_PageSize]:
@@ -160,14 +175,14 @@ def put_text_under_images(pdf: pikepdf.Pdf, text_pdf: pikepdf.Pdf) -> None:
         page.add_underlay(pdf.copy_foreign(text_page.as_form_xobject()))
 
 
-def make_pdfa(pdf: pikepdf.Pdf, *, mark: ConversionMark, title: str) -> dict[str, object]:
-    """Add the output intent and the PDF/A-2b identification, validate, and return the save settings."""
+def make_pdfa(pdf: pikepdf.Pdf, *, mark: ConversionMark, title: str, flavour: str = PDFA_FLAVOUR) -> dict[str, object]:
+    """Add the output intent and the PDF/A identification of ``flavour``, validate, and return the save settings."""
     # fpdf2 2.8 always writes a zoom destination as /OpenAction. PDF/A-2
     # allows a destination there, but pikepdf's validator accepts no
     # /OpenAction at all, and the zoom is only a viewer preference.
     if "/OpenAction" in pdf.Root:
         del pdf.Root.OpenAction
-    pikepdf.pdfa.prepare(pdf, PDFA_FLAVOUR, output_intent="sRGB")
+    pikepdf.pdfa.prepare(pdf, flavour, output_intent="sRGB")
     now = datetime.now(timezone.utc).astimezone()
     with pdf.open_metadata(set_pikepdf_as_editor=False) as meta:
         meta["dc:title"] = title
@@ -178,10 +193,12 @@ def make_pdfa(pdf: pikepdf.Pdf, *, mark: ConversionMark, title: str) -> dict[str
         meta["xmp:MetadataDate"] = now.isoformat(timespec="seconds")
         meta["pdf:Producer"] = PRODUCER
 
-    report = pikepdf.pdfa.check(pdf, PDFA_FLAVOUR)
+    report = pikepdf.pdfa.check(pdf, flavour)
     if not report.passed:
         findings = "; ".join(f"{finding.rule}: {finding.message}" for finding in report.findings[:8])
-        raise PdfError(N_("The PDF does not conform to PDF/A-2b: {findings}"), findings=findings)
+        if flavour == PDFA_FLAVOUR:
+            raise PdfError(N_("The PDF does not conform to PDF/A-2b: {findings}"), findings=findings)
+        raise PdfError(N_("The PDF does not conform to PDF/A-3b: {findings}"), findings=findings)
     return dict(report.save_kwargs)
 
 

@@ -1,4 +1,4 @@
-"""PDF/A-2b check of a finished file, signed or not.
+"""PDF/A-2b and PDF/A-3b check of a finished file, signed or not.
 
 pikepdf 10.18's validator (``pikepdf.pdfa``) is an allowlist: it denies what
 it cannot evaluate. It rejects every XMP namespace it does not know, even one
@@ -16,6 +16,11 @@ copy without them:
   appearance stream whose fonts are embedded (unless it has zero size), and the form does not ask the
   viewer to build appearances (``/NeedAppearances``), has no XFA, and no
   JavaScript action;
+- in a PDF/A-3 file, each embedded file's ``/Params``: ``/ModDate``
+  present, ``/Size`` and ``/CheckSum`` matching the data
+  (:func:`sohoa.pdf.attachments.attachment_findings`). The validator checks
+  the rest of ISO 19005-3 clause 6.8: the MIME type, ``/F``, ``/UF``,
+  ``/AFRelationship``, and that an ``/AF`` array lists each file;
 - everything else: ``pikepdf.pdfa.validate_written`` on a copy with sohoa's
   XMP descriptions, the form and the widgets removed.
 """
@@ -34,6 +39,7 @@ from lxml import etree
 from sohoa.errors import PdfError
 from sohoa.i18n import N_
 from sohoa.pdf import metadata as xmp
+from sohoa.pdf.attachments import attachment_findings
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +83,8 @@ def check_pdfa(path: Path) -> PdfaReport:
                 findings.append("XMP has no PDF/A identification (pdfaid:part)")
                 return PdfaReport("", "", tuple(findings))
             flavour = f"{part}{conformance.lower()}"
+            if part == "3":
+                findings.extend(attachment_findings(pdf))
             findings.extend(_validator_findings(pdf, flavour))
     except pikepdf.PdfError as exc:
         raise PdfError(N_("Cannot check {path} for PDF/A, it is not a readable PDF: {detail}"), path=path, detail=exc) from exc

@@ -35,7 +35,7 @@ from sohoa.signing.pades import (
     sign_document,
     unit_stamp_text,
 )
-from sohoa.signing.timestamps import add_document_timestamp, make_timestamper
+from sohoa.signing.timestamps import TsaReply, add_document_timestamp, make_timestamper, query_tsa_time
 from sohoa.signing.token import TokenSession, open_token_session
 from sohoa.signing.verify import SignatureStatus, VerificationResult, verify_pdf
 
@@ -45,9 +45,11 @@ __all__ = [
     "SigningOutcome",
     "TokenInfo",
     "TokenSigner",
+    "TsaReply",
     "VerificationResult",
     "add_document_timestamp",
     "make_timestamper",
+    "query_tsa_time",
     "verify_pdf",
 ]
 
