@@ -392,3 +392,20 @@ def test_empty_journal_file_is_not_corrupt(config):
     config.journal_path.touch()
 
     assert check_database(config.journal_path) is None
+
+
+def test_rebuild_keeps_profile_and_origin(config):
+    journal = open_plain(config)
+    job = make_signed_job(journal, config.spool_dir, 9)
+    journal.update_job(job.id, profile="vanbang", origin="scanner_button")
+    journal.close()
+    for suffix in ("", "-wal", "-shm"):
+        config.journal_path.with_name(config.journal_path.name + suffix).unlink(missing_ok=True)
+
+    journal, report = open_journal(config)
+
+    restored = journal.get_job(job.id)
+    assert report.rebuilt
+    assert restored.profile == "vanbang"
+    assert restored.origin == "scanner_button"
+    journal.close()

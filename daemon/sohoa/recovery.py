@@ -202,6 +202,8 @@ def restore_job(journal: Journal, folder: Path, manifest: dict) -> None:
                 "duplicate_of": manifest.get("duplicate_of"),
                 "duplicate_reason": manifest.get("duplicate_reason"),
                 "purged_at": manifest.get("purged_at"),
+                "profile": manifest.get("profile"),
+                "origin": manifest.get("origin"),
                 "declared": json.dumps(manifest["declared"], ensure_ascii=False) if manifest.get("declared") else None,
                 "source_batch": str(folder.parent / manifest["source_batch"]) if manifest.get("source_batch") else None,
                 "timestamp_pending": manifest.get("timestamp_pending"),
