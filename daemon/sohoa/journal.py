@@ -37,6 +37,7 @@ import sqlite_utils
 from sohoa.errors import JournalError
 from sohoa.fsutil import write_atomic
 from sohoa.i18n import N_
+from sohoa.hotfolder.ledger import create_import_schema
 from sohoa.search import create_search_schema
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,11 @@ MANIFEST_NAME = "manifest.json"
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def new_job_id() -> str:
+    """Return a new job id: the UTC creation time, then 6 random hex digits."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
 @dataclass(frozen=True)
@@ -183,6 +189,7 @@ class Journal:
                 if column not in self.db["jobs"].columns_dict:
                     self.db["jobs"].add_column(column, str)
             create_search_schema(self.db)
+            create_import_schema(self.db)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite_utils.Database]:
@@ -200,7 +207,7 @@ class Journal:
     # Jobs
 
     def create_job(self, *, profile: str | None = None, origin: str | None = None) -> Job:
-        job_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+        job_id = new_job_id()
         now = utc_now()
         with self.transaction() as db:
             db["jobs"].insert(
