@@ -3,6 +3,7 @@ end-to-end cases, the whole testbed: mosquitto, the reference archive and the OC
 
 from __future__ import annotations
 
+import hashlib
 import json
 import queue
 import shutil
@@ -430,8 +431,8 @@ def test_tampered_signed_pdf_rejected(importer, token_signer, tmp_path):
 # the daemon, end to end
 
 
-def _event_names(recorder: MessageRecorder) -> list[dict]:
-    return [json.loads(message.payload) for message in recorder.messages() if message.topic.endswith("/event")]
+def _events(recorder: MessageRecorder) -> list[dict]:
+    return [json.loads(message.payload) for message in recorder.messages if message.topic.endswith("/event")]
 
 
 def _hot_folder_testbed(testbed) -> Path:
@@ -464,15 +465,16 @@ def test_hot_folder_files_reach_archive(testbed, start_daemon):
         assert state is not None, f"the imported documents did not reach the archive: {daemon.state()}"
         assert daemon._health_problem() is None
 
-        records = {record["x_import"]["file_name"]: record for record in testbed.receiver.records()}
+        records = {record["metadata"]["x_import"]["file_name"]: record for record in testbed.receiver.records()}
         assert set(records) == {signed.name, "hai-trang.pdf", "hai-trang.tif"}
         stored = testbed.receiver.store.file_path(records[signed.name]["DocCode"])
         assert stored.read_bytes() == signed_bytes
-        assert records[signed.name]["Format"] == "Bản điện tử có chữ ký số"
+        assert records[signed.name]["metadata"]["Format"] == "Bản điện tử có chữ ký số"
+        assert records[signed.name]["sha256"] == hashlib.sha256(signed_bytes).hexdigest()
         for name in ("hai-trang.pdf", "hai-trang.tif"):
             with pikepdf.open(testbed.receiver.store.file_path(records[name]["DocCode"])) as pdf:
                 assert len(pdf.pages) == 2, name
-            assert records[name]["PageAmount"] == 2
+            assert records[name]["metadata"]["PageAmount"] == 2
 
         journal = Journal(config.journal_path)
         try:
@@ -485,8 +487,13 @@ def test_hot_folder_files_reach_archive(testbed, start_daemon):
         for name in ("hong.png", "rong.jpg", "ghi-chu.txt"):
             assert (inbox / "rejected" / (name + REASON_SUFFIX)).exists(), name
         assert sorted(path.name for path in (inbox / "done").iterdir()) == sorted([signed.name, "hai-trang.pdf", "hai-trang.tif"])
-        recorder.wait_for(lambda m: m.topic.endswith("/event") and json.loads(m.payload)["event"] == "import_rejected", timeout=5)
-        events = _event_names(recorder)
+        for name in ("hong.png", "rong.jpg", "ghi-chu.txt"):
+            recorder.wait_for(
+                lambda m, name=name: m.topic.endswith("/event") and json.loads(m.payload).get("file") == name
+                and json.loads(m.payload)["event"] == "import_rejected",
+                timeout=10,
+            )
+        events = _events(recorder)
         rejected = sorted(event["file"] for event in events if event["event"] == "import_rejected")
         assert rejected == ["ghi-chu.txt", "hong.png", "rong.jpg"]
         assert sorted(event["file"] for event in events if event["event"] == "job_imported") == sorted(records)
