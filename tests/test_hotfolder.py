@@ -537,3 +537,35 @@ def test_missing_hot_folder_is_an_alert(testbed, start_daemon):
     state = wait_for_state(daemon, lambda s: "hot_folder_unavailable" in s["alerts"], 10)
     assert state is not None
     assert state["state"] == "alert"
+
+
+def test_reason_file_readable_like_source(importer):
+    importer.root.chmod(0o2770)
+    (importer.root / "x.bin").write_bytes(b"\x00" * 64)
+    (importer.root / "x.bin").chmod(0o664)
+    outcome = importer.import_file(CompleteFile(importer.root / "x.bin", None, "closed"))
+    assert outcome.status == REJECTED
+    reason = importer.root / "rejected" / ("x.bin" + REASON_SUFFIX)
+    assert reason.stat().st_mode & 0o777 == 0o664
+
+
+def test_lost_signed_import_fails_at_recovery(importer, token_signer, tmp_path):
+    from sohoa.recovery import open_journal
+
+    signer, ca_cert = token_signer
+    with_trust_root(importer, ca_cert)
+    source = signed_pdf(signer, tmp_path, "mat-tep")
+    shutil.move(source, importer.root / source.name)
+    job = importer.import_file(CompleteFile(importer.root / source.name, None, "closed")).job
+    importer.journal.close()
+    Path(job.signed_path).write_bytes(b"%PDF-1.7 damaged")
+
+    journal, report = open_journal(importer.config)
+    try:
+        failed = journal.get_job(job.id)
+        assert failed.state == "failed"
+        assert failed.error_code == "import_lost"
+        assert any("imported signed PDF" in repair for repair in report.repairs)
+    finally:
+        journal.close()
+        importer.journal = Journal(importer.config.journal_path)

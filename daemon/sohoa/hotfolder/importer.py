@@ -320,7 +320,10 @@ class HotFolderImporter:
         log.warning("Hot folder: %s rejected (%s): %s", source, error.code, error)
         try:
             moved = self._move_out(source, REJECTED_DIR)
-            write_atomic(moved.with_name(moved.name + REASON_SUFFIX), self._reason_text(source, error).encode("utf-8"))
+            reason = moved.with_name(moved.name + REASON_SUFFIX)
+            write_atomic(reason, self._reason_text(source, error).encode("utf-8"))
+            # The daemon's umask would make the reason readable by sohoa alone; staff read it through the share.
+            reason.chmod(moved.stat().st_mode & 0o666)
         except OSError as exc:
             log.error("Hot folder: cannot move the rejected file %s to %s/: %s; it stays in the inbox", source, REJECTED_DIR, exc)
             return ImportOutcome(REJECTED, source, error=error)
@@ -342,7 +345,7 @@ class HotFolderImporter:
         """Move ``source`` to the same relative place under ``folder_name``, renaming it if that name is taken."""
         relative = source.relative_to(self.root)
         folder = self.root / folder_name / relative.parent
-        folder.mkdir(parents=True, exist_ok=True)
+        make_shared_folder(self.root, folder)
         target = folder / source.name
         counter = 1
         while target.exists() or target.with_name(target.name + REASON_SUFFIX).exists():
@@ -389,7 +392,7 @@ def prepare_hot_folder(root: Path) -> None:
         )
     try:
         for name in (DONE_DIR, REJECTED_DIR):
-            (root / name).mkdir(exist_ok=True)
+            make_shared_folder(root, root / name)
         probe = root / f".sohoa-write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
@@ -399,3 +402,16 @@ def prepare_hot_folder(root: Path) -> None:
             path=root,
             detail=exc.strerror or exc,
         ) from exc
+
+
+def make_shared_folder(root: Path, folder: Path) -> None:
+    """Create ``folder`` under ``root`` with the permissions of ``root``, so that share users can open it."""
+    missing = []
+    for parent in [folder, *folder.parents]:
+        if parent == root or parent.exists():
+            break
+        missing.append(parent)
+    folder.mkdir(parents=True, exist_ok=True)
+    mode = root.stat().st_mode & 0o7777
+    for created in missing:
+        created.chmod(mode)
