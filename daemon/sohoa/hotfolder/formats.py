@@ -79,7 +79,7 @@ def sniff_type(path: Path) -> str:
 # images
 
 
-def image_pages(path: Path, kind: str, default_dpi: int, max_pages: int) -> Iterator[Image.Image]:
+def image_pages(path: Path, kind: str, max_pages: int) -> Iterator[Image.Image]:
     """Yield each page of the TIFF, JPEG or PNG at ``path``, decoded in full; raise CorruptFileError if it cannot be."""
     try:
         with Image.open(path) as image, warnings.catch_warnings():

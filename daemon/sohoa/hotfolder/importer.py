@@ -70,7 +70,7 @@ class ImportOutcome:
 
     ``status`` is ``imported`` (a new job), ``finished`` (an earlier import whose
     move out of the inbox was cut short is completed), ``rejected`` (moved to
-    ``rejected/``, ``error`` says why) or ``skipped`` (the file vanished or
+    ``rejected/``, ``error`` gives the reason) or ``skipped`` (the file vanished or
     changed while it was read; the watcher reports it again).
     """
 
@@ -212,7 +212,7 @@ class HotFolderImporter:
 
         if kind != formats.PDF:
             pages = []
-            for number, image in enumerate(formats.image_pages(copy, kind, dpi, max_pages), start=1):
+            for number, image in enumerate(formats.image_pages(copy, kind, max_pages), start=1):
                 pages.append(formats.write_png(image, page_path(number), formats.image_dpi(image, dpi)))
             log.info("Hot folder: %s is a %s with %d pages", copy.name, kind.upper(), len(pages))
             return _Prepared(pages)
@@ -364,7 +364,7 @@ def _trusted(result) -> bool:
 def signed_pdf_fields(xmp_fields: dict[str, str], text: str) -> dict[str, dict]:
     """Return the job fields of a signed PDF: sohoa's XMP fields where present, else those found in its text layer.
 
-    An XMP field counts as sure unless the PDF's ``UnsureFields`` lists it; a
+    An XMP field counts as sure unless the PDF's ``UnsureFields`` lists it. A
     field from the text layer keeps the confidence of the text extraction,
     which marks what it cannot find as unsure.
     """

@@ -48,7 +48,7 @@ from sohoa.hotfolder.names import RESERVED_DIRS, classify
 
 log = logging.getLogger(__name__)
 
-# Longest wait between two checks of the files that are settling.
+# Maximum wait between two checks of the files that are settling.
 MAX_TICK_SECONDS = 1.0
 
 
