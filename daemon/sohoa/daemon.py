@@ -210,6 +210,8 @@ class Daemon:
 
     def _health_problem(self) -> str | None:
         dead = [thread.name for thread in self._threads if not thread.is_alive()]
+        if self._hot_folder is not None and not self._hot_folder.is_alive:
+            dead.append("sohoa-hotfolder")
         if dead:
             return f"Thread {', '.join(dead)} died"
         marker = self.journal.progress_marker()
