@@ -438,7 +438,7 @@ def _events(recorder: MessageRecorder) -> list[dict]:
 def _hot_folder_testbed(testbed) -> Path:
     inbox = testbed.folder / "inbox"
     inbox.mkdir()
-    testbed.rewrite_config("capture", hot_folder=str(inbox), hot_folder_settle_seconds=0.5)
+    testbed.rewrite_config("capture", hot_folder=str(inbox), hot_folder_settle_seconds=2.0)
     return inbox
 
 
@@ -456,7 +456,9 @@ def test_hot_folder_files_reach_archive(testbed, start_daemon):
         daemon = start_daemon()
         shutil.move(signed, inbox / signed.name)
         two_page_pdf(staging / "hai-trang.pdf").rename(inbox / "hai-trang.pdf")
-        two_page_tiff(staging / "hai-trang.tif").rename(inbox / "hai-trang.tif")
+        # Written in pieces into the inbox itself: a partial TIFF would be rejected, so two pages prove it waited.
+        tiff = two_page_tiff(staging / "hai-trang.tif").read_bytes()
+        write_slowly(inbox / "hai-trang.tif", tiff, chunks=8, between=lambda: threading.Event().wait(0.1))
         (inbox / "hong.png").write_bytes(sample_pages()[0].read_bytes()[:3000])
         (inbox / "rong.jpg").write_bytes(b"")
         (inbox / "ghi-chu.txt").write_text("không phải ảnh quét", encoding="utf-8")

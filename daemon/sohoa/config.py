@@ -123,7 +123,7 @@ class CaptureConfig(_Section):
         default=10.0,
         gt=0,
         le=3600,
-        description="Seconds a file's size and modification time must stay unchanged before it is imported, when no close-after-write event says it is complete",
+        description="Seconds a file's size and modification time must stay unchanged before it is imported, when no close-after-write event reports it complete",
     )
     remove_blank_pages: bool = True
     deskew: bool = True
