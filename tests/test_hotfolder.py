@@ -571,3 +571,15 @@ def test_lost_signed_import_fails_at_recovery(importer, token_signer, tmp_path):
     finally:
         journal.close()
         importer.journal = Journal(importer.config.journal_path)
+
+
+def test_disk_reserve_keeps_file_in_inbox(testbed, start_daemon):
+    inbox = _hot_folder_testbed(testbed)
+    testbed.rewrite_config("box", min_free_mb=10_000_000)
+    daemon = start_daemon()
+    shutil.copyfile(sample_pages()[0], inbox / "scan.png")
+    state = wait_for_state(daemon, lambda s: s["alert_code"] == "disk_full", 30)
+    assert state is not None, daemon.state()
+    assert (inbox / "scan.png").exists()
+    assert not (inbox / "done" / "scan.png").exists()
+    assert daemon.journal.state_counts()["captured"] == 0
