@@ -116,6 +116,15 @@ class CaptureConfig(_Section):
     poll_seconds: float = Field(default=1.0, gt=0, le=60, description="How often the scanner's buttons and feeder are polled")
     separator_sheets: bool = Field(default=True, description="Start a new document at each sohoa separator or cover sheet")
     hot_folder: Path | None = Field(default=None, description="Folder where network scanners save files to import")
+    hot_folder_profile: str | None = Field(
+        default=None, description="Capture profile of files saved at the top of the hot folder; a subfolder named after a profile uses that profile"
+    )
+    hot_folder_settle_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="Seconds a file's size and modification time must stay unchanged before it is imported, when no close-after-write event reports it complete",
+    )
     remove_blank_pages: bool = True
     deskew: bool = True
     crop: bool = True
@@ -266,6 +275,9 @@ class Config(_Section):
         for button in self.gpio.buttons:
             if button.profile not in self.profiles:
                 raise ValueError(f"gpio.buttons: profile {button.profile!r} has no [profiles.{button.profile}] section")
+        profile = self.capture.hot_folder_profile
+        if profile is not None and profile not in self.profiles:
+            raise ValueError(f"capture.hot_folder_profile: profile {profile!r} has no [profiles.{profile}] section")
         return self
 
     @property

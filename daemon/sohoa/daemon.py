@@ -3,8 +3,11 @@
 Threads:
 - gpiozero's thread calls :meth:`Daemon.request_scan` on a press; it only sets
   a flag and wakes the worker.
-- the worker scans, then runs the on-box steps (recognize, build, sign) for
-  every job that needs them, one job at a time so that OCR memory stays bounded;
+- the worker scans, imports one complete file from the hot folder, then runs
+  the on-box steps (recognize, build, sign) for every job that needs them, one
+  job at a time so that OCR memory stays bounded;
+- with ``capture.hot_folder`` set, watchdog's observer and the hot folder
+  watcher (:mod:`sohoa.hotfolder.watcher`) queue complete files for the worker;
 - the uploader sends signed documents whenever the archive responds, with
   exponential backoff while it does not;
 - the main thread publishes the heartbeat and pings the systemd watchdog.
@@ -19,6 +22,7 @@ import shutil
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -30,6 +34,7 @@ from sohoa.errors import (
     ArchiveUnreachableError,
     DiskFullError,
     HardwareError,
+    HotFolderError,
     SigningError,
     SohoaError,
     UploadError,
@@ -50,6 +55,7 @@ STAGE_MESSAGES = {
     "recognizing": N_("Recognizing text."),
     "building": N_("Building the PDF document."),
     "signing": N_("Signing the document."),
+    "importing": N_("Importing a file from the hot folder."),
 }
 # How often the uploader thread looks for confirmed documents past box.retention_days.
 PURGE_INTERVAL_SECONDS = 3600.0
@@ -116,6 +122,11 @@ class Daemon:
         # The state most recently shown on the panel and sent over MQTT.
         self.last_state: dict | None = None
         self.on_state: Callable[[dict], None] | None = None
+        # Complete hot folder files waiting for the worker, and their paths, so that a repeat is queued once.
+        self._imports: deque = deque()
+        self._queued_imports: set = set()
+        self._hot_folder = None
+        self._importer = None
 
     # lifecycle
 
@@ -137,6 +148,7 @@ class Daemon:
             thread.start()
             self._threads.append(thread)
         self._work.set()
+        self._start_hot_folder()
         for error in self._startup_alerts:
             self._raise_alert("startup", error)
             self._event(error.code, {"code": error.code, "message": error.user_message()})
@@ -147,6 +159,8 @@ class Daemon:
     def stop(self) -> None:
         log.info("Stopping")
         self._notify("STOPPING=1")
+        if self._hot_folder is not None:
+            self._hot_folder.stop()
         self._stop.set()
         self._work.set()
         self._upload_wake.set()
@@ -200,6 +214,8 @@ class Daemon:
 
     def _health_problem(self) -> str | None:
         dead = [thread.name for thread in self._threads if not thread.is_alive()]
+        if self._hot_folder is not None and not self._hot_folder.is_alive:
+            dead.append("sohoa-hotfolder")
         if dead:
             return f"Thread {', '.join(dead)} died"
         marker = self.journal.progress_marker()
@@ -213,6 +229,50 @@ class Daemon:
 
     def _mark_progress(self) -> None:
         self._progress_at = time.monotonic()
+
+    def _start_hot_folder(self) -> None:
+        """Start watching ``capture.hot_folder`` if it is set; a folder that cannot be used is an alert, not a stop."""
+        from sohoa.hotfolder.importer import HotFolderImporter, prepare_hot_folder
+        from sohoa.hotfolder.watcher import HotFolderWatcher
+
+        capture = self.config.capture
+        if capture.hot_folder is None:
+            return
+        try:
+            prepare_hot_folder(capture.hot_folder)
+            self._importer = HotFolderImporter(self.config, self.journal, self.pipeline)
+            watcher = HotFolderWatcher(
+                capture.hot_folder,
+                profiles=self.config.profiles.keys(),
+                default_profile=capture.hot_folder_profile,
+                settle_seconds=capture.hot_folder_settle_seconds,
+                on_complete=self.queue_import,
+            )
+            watcher.start()
+        except HotFolderError as exc:
+            self._raise_alert("hot_folder", exc)
+            self._event(exc.code, {"code": exc.code, "message": exc.user_message(), "path": str(capture.hot_folder)})
+            return
+        except OSError as exc:
+            # inotify limits (ENOSPC, EMFILE) and permissions surface here when the observer starts.
+            error = HotFolderError(
+                N_("Cannot watch the hot folder {path}: {detail}. Check the folder and the system's inotify limits, then restart the daemon."),
+                path=capture.hot_folder,
+                detail=exc.strerror or exc,
+            )
+            self._raise_alert("hot_folder", error)
+            self._event(error.code, {"code": error.code, "message": error.user_message(), "path": str(capture.hot_folder)})
+            return
+        self._hot_folder = watcher
+
+    def queue_import(self, complete) -> None:
+        """Queue a complete hot folder file for the worker; called on the watcher's thread."""
+        with self._lock:
+            if complete.path in self._queued_imports:
+                return
+            self._queued_imports.add(complete.path)
+            self._imports.append(complete)
+        self._work.set()
 
     def raise_startup_alert(self, error: SohoaError) -> None:
         """Queue an alert found before start (a rebuilt journal); start() shows it on the LEDs and MQTT.
@@ -260,6 +320,8 @@ class Daemon:
                     self._run_scan(request)
                 with self._lock:
                     self._scanning = False
+                if self._import_next():
+                    self._work.set()
                 self._process_pending()
                 # On this thread, so the probes never overlap a scan or a signature.
                 if self._device_probe.refresh_if_due():
@@ -389,6 +451,76 @@ class Daemon:
         if alert is None or alert.code == "token_pin_invalid" or time.monotonic() < self._unit_token_probe_at:
             return
         self._probe_unit_token()
+
+    # hot folder
+
+    def _import_next(self) -> bool:
+        """Import the oldest queued hot folder file; return whether the queue should be looked at again soon.
+
+        A full disk leaves the file queued and in the inbox, and the next
+        round of the worker tries again.
+        """
+        with self._lock:
+            if not self._imports:
+                return False
+            complete = self._imports.popleft()
+        try:
+            self._check_disk()
+            self._set_stage("importing")
+            self._event("import_started", {"file": complete.path.name, "path": str(complete.path), "profile": complete.profile})
+            outcome = self._importer.import_file(complete)
+        except DiskFullError as exc:
+            with self._lock:
+                self._imports.appendleft(complete)
+            self._raise_alert("disk", exc)
+            return False
+        except Exception as exc:
+            with self._lock:
+                self._queued_imports.discard(complete.path)
+            log.exception("Import of %s failed unexpectedly; the file stays in the hot folder", complete.path)
+            self._raise_alert("import", exc)
+            return bool(self._imports)
+        with self._lock:
+            self._queued_imports.discard(complete.path)
+        self._clear_alert("disk")
+        self._report_import(outcome)
+        return bool(self._imports)
+
+    def _report_import(self, outcome) -> None:
+        from sohoa.hotfolder.importer import FINISHED, IMPORTED, REJECTED
+        from sohoa.hotfolder.ledger import KIND_SIGNED_PDF
+
+        if outcome.status == IMPORTED:
+            self._clear_alert("import")
+            job = outcome.job
+            self._event(
+                "job_imported",
+                {
+                    "job_id": job.id,
+                    "file": outcome.path.name,
+                    "sha256": outcome.record.sha256,
+                    "signed_pdf": outcome.record.kind == KIND_SIGNED_PDF,
+                    "state": job.state,
+                    "doc_code": job.doc_code,
+                    "pages": job.page_count,
+                    "moved_to": str(outcome.moved_to),
+                },
+            )
+        elif outcome.status == REJECTED:
+            error = outcome.error
+            self._last_error = Alert(error.code, error.user_message(), datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            self._event(
+                "import_rejected",
+                {
+                    "file": outcome.path.name,
+                    "code": error.code,
+                    "message": error.user_message(),
+                    "moved_to": str(outcome.moved_to) if outcome.moved_to else None,
+                },
+            )
+            self._publish()
+        if outcome.status in (IMPORTED, FINISHED) and outcome.job.state == "signed":
+            self._upload_wake.set()
 
     def _process_pending(self) -> None:
         for job in self.journal.jobs_in(*PENDING_STATES):

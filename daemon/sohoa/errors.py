@@ -165,3 +165,47 @@ class UploadSettingsError(UploadRejectedError):
     """The archive rejected the box's token or address, so every upload fails until a person fixes the [upload] settings."""
 
     code = "upload_settings_invalid"
+
+
+class HotFolderError(SohoaError):
+    """The hot folder is missing, not a folder, or not writable by the daemon."""
+
+    code = "hot_folder_unavailable"
+    exit_status = 78
+
+
+class ImportRejectedError(SohoaError):
+    """A file in the hot folder cannot be imported; it is moved to ``rejected/`` with this reason."""
+
+    code = "import_rejected"
+    exit_status = 65
+
+
+class EmptyFileError(ImportRejectedError):
+    code = "import_empty"
+
+
+class UnsupportedFileError(ImportRejectedError):
+    code = "import_unsupported"
+
+
+class CorruptFileError(ImportRejectedError):
+    code = "import_corrupt"
+
+
+class EncryptedPdfError(ImportRejectedError):
+    code = "import_encrypted"
+
+
+class TooManyPagesError(ImportRejectedError):
+    code = "import_too_many_pages"
+
+
+class DuplicateImportError(ImportRejectedError):
+    code = "import_duplicate"
+
+
+class ImportSignatureInvalidError(ImportRejectedError):
+    """A signed PDF whose signature does not verify or whose signed bytes were changed."""
+
+    code = "import_signature_invalid"

@@ -37,6 +37,7 @@ import sqlite_utils
 from sohoa.errors import JournalError
 from sohoa.fsutil import write_atomic
 from sohoa.i18n import N_
+from sohoa.hotfolder.ledger import create_import_schema
 from sohoa.search import create_search_schema
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,11 @@ MANIFEST_NAME = "manifest.json"
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def new_job_id() -> str:
+    """Return a new job id: the UTC creation time, then 6 random hex digits."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
 @dataclass(frozen=True)
@@ -209,6 +215,7 @@ class Journal:
             if "upload_rejections" not in self.db["jobs"].columns_dict:
                 self.db["jobs"].add_column("upload_rejections", int, not_null_default=0)
             create_search_schema(self.db)
+            create_import_schema(self.db)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite_utils.Database]:
@@ -233,7 +240,7 @@ class Journal:
         declared: dict | None = None,
         source_batch: Path | None = None,
     ) -> Job:
-        job_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+        job_id = new_job_id()
         now = utc_now()
         row = {"id": job_id, "created_at": now, "updated_at": now, "state": "scanning", "profile": profile, "origin": origin}
         if declared is not None:

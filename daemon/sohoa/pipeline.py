@@ -62,6 +62,11 @@ log = logging.getLogger(__name__)
 LEGACY_TIMESTAMP_MARKER = "timestamp-pending"
 
 
+# The "Format" metadata of a signed PDF imported from the hot folder and
+# archived unchanged: an electronic document with a digital signature, not a
+# copy this box converted from paper.
+SIGNED_IMPORT_FORMAT = "Bản điện tử có chữ ký số"
+
 # What can start a scan; stored with the job.
 ORIGINS = ("button", "scanner_button", "feeder", "mqtt", "signal", "hot_folder")
 
@@ -312,11 +317,14 @@ class Pipeline:
     def assign_doc_code(self, job: Job) -> Job:
         if job.doc_code:
             return job
-        agency = self.config.box.agency_code
         type_code = fieldlib.type_code(fieldlib.fields_from_json(job.fields))
+        return self.journal.update_job(job.id, doc_code=self.next_doc_code(type_code))
+
+    def next_doc_code(self, type_code: str) -> str:
+        """Return a new DocCode ``AGENCY_TYPE_SEQUENCE_V1``, taking the next number of the agency's counter."""
+        agency = self.config.box.agency_code
         sequence = self.journal.next_sequence(f"doc_code:{agency}")
-        doc_code = f"{agency}_{type_code}_{sequence:06d}_V1"
-        return self.journal.update_job(job.id, doc_code=doc_code)
+        return f"{agency}_{type_code}_{sequence:06d}_V1"
 
     def document_filename(self, job: Job, suffix: str = ".pdf") -> str:
         """Return ``DOCCODE_YYYYMMDD_DESCRIPTION.pdf``, the archive's file naming rule."""
@@ -557,10 +565,23 @@ class Pipeline:
             }
         )
         metadata.update(declared_metadata(job))
+        if job.origin == "hot_folder":
+            self._add_import_metadata(job, metadata)
         if job.duplicate_of:
             original = self.journal.get_job(job.duplicate_of)
             metadata["x_duplicate_of"] = {"DocCode": original.doc_code, "job_id": original.id, "reason": job.duplicate_reason}
         return metadata
+
+    def _add_import_metadata(self, job: Job, metadata: dict[str, object]) -> None:
+        """Describe the hot folder file the job came from; a signed PDF archived as it is was not converted here."""
+        from sohoa.hotfolder.ledger import KIND_SIGNED_PDF, find_by_job
+
+        record = find_by_job(self.journal, job.id)
+        if record is None:
+            return
+        metadata["x_import"] = record.upload_metadata()
+        if record.kind == KIND_SIGNED_PDF:
+            metadata["Format"] = SIGNED_IMPORT_FORMAT
 
     def upload(self, job: Job) -> Receipt:
         """Send the signed PDF once; record the receipt, or the rejection that stops the job.

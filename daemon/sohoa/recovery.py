@@ -342,6 +342,16 @@ def check_job_files(journal: Journal, job: Job, report: RecoveryReport) -> None:
     """Step ``job`` back to the last state whose files are intact."""
     if job.state == "signed" and signed_pdf_intact(job):
         return
+    if job.state == "signed" and not journal.pages(job.id):
+        # A signed PDF imported from the hot folder as it is has no page images to build it again from.
+        journal.set_state(
+            job.id,
+            "failed",
+            error_code="import_lost",
+            error_message=f"The imported signed PDF {job.signed_path} is missing or changed; put the original from the hot folder's done/ folder back into the hot folder.",
+        )
+        report.note("job %s: the imported signed PDF %s is missing or changed; job marked failed", job.id, job.signed_path)
+        return
     if job.state == "signed":
         report.note("job %s: the signed PDF %s is missing or changed", job.id, job.signed_path)
         journal.update_job(job.id, state="built", signed_path=None, sha256=None, timestamp_pending=None)
