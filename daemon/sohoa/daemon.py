@@ -350,7 +350,11 @@ class Daemon:
             if job.state == "signed":
                 self._clear_alert("signing")
                 self._clear_alert("job")
-                self._event("job_finished", {"job_id": job.id, "doc_code": job.doc_code, "pages": job.page_count})
+                dropped = sum(1 for page in self.journal.pages(job.id) if page.dropped)
+                self._event(
+                    "job_finished",
+                    {"job_id": job.id, "doc_code": job.doc_code, "pages": job.page_count, "pages_dropped": dropped},
+                )
                 if self.panel is not None:
                     self.panel.beep_done()
                 self._upload_wake.set()

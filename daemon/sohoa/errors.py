@@ -153,3 +153,9 @@ class TimestampUnavailableError(SigningError):
     """The time-stamping authority did not respond or returned no usable RFC 3161 token."""
 
     code = "timestamp_unavailable"
+
+
+class AllPagesBlankError(ImageError):
+    """Every page of a job was found blank, so there is no document to build; the scans are kept."""
+
+    code = "all_pages_blank"

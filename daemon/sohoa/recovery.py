@@ -203,7 +203,11 @@ def restore_job(journal: Journal, folder: Path, manifest: dict) -> None:
         for page in pages:
             # The recognize step names OCR results by page; repair_jobs checks that they are readable.
             ocr_path = folder / "ocr" / f"page-{page['seq']:04d}.json"
-            recognized = ocr_path.exists()
+            clean_path = absolute(page.get("clean_file"))
+            if clean_path is not None and not Path(clean_path).exists():
+                clean_path = None
+            # OCR of an image that is gone refers to a page that must be cleaned and read again.
+            recognized = ocr_path.exists() and (clean_path is not None or page.get("clean_file") is None)
             db["pages"].insert(
                 {
                     "job_id": manifest["job_id"],
@@ -215,6 +219,9 @@ def restore_job(journal: Journal, folder: Path, manifest: dict) -> None:
                     "dpi": page["dpi"],
                     "state": "recognized" if recognized else "captured",
                     "ocr_path": str(ocr_path) if recognized else None,
+                    "clean_path": clean_path,
+                    "dropped": 1 if page.get("dropped") else 0,
+                    "drop_reason": page.get("drop_reason"),
                     "created_at": manifest["created_at"],
                 }
             )

@@ -127,7 +127,7 @@ def to_image(page: np.ndarray, dpi: int = 300) -> Image.Image:
 
 def save_png(page: np.ndarray, path, dpi: int = 300) -> None:
     """Write ``page`` as a PNG with its dpi, as the scanner module writes pages."""
-    Image.fromarray(page).save(path, format="PNG", dpi=(dpi, dpi))
+    Image.fromarray(page).save(path, format="PNG", dpi=(dpi, dpi), compress_level=1)
 
 
 def _ink(page: np.ndarray, rgb: tuple[int, int, int]):
