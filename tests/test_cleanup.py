@@ -342,3 +342,43 @@ def test_upside_down_page_is_upright_in_pdf(tmp_path, engine):
     upright_error = float(np.abs(drawn - reference).mean())
     turned_error = float(np.abs(drawn - reference[::-1, ::-1]).mean())
     assert upright_error < turned_error / 2, (upright_error, turned_error)
+
+
+def test_daemon_drops_blank_back_between_pages(testbed, start_daemon, tmp_path):
+    from sohoa.testbed.demo import load_feeder, press_button, wait_for_state
+    from sohoa.testbed.mosquitto import MessageRecorder
+
+    blank_back = tmp_path / "blank-back.png"
+    testpages.save_png(testpages.blank_scan(41), blank_back)
+    first, second = sample_pages("quyet-dinh")
+    load_feeder(testbed.feeder_dir, [first, blank_back, second])
+    recorder = MessageRecorder(testbed.broker.host, testbed.broker.port, "sohoa/demo/box-01/#")
+    try:
+        daemon = start_daemon()
+        recorder.wait_for(lambda m: m.topic.endswith("/availability") and m.payload == b"online", timeout=10)
+        press_button(daemon)
+        state = wait_for_state(daemon, lambda s: s["totals"]["documents_uploaded"] >= 1 or s["state"] == "alert", 600)
+        assert state is not None, "no document reached the archive in time"
+        assert state["state"] != "alert", state
+        finished = recorder.wait_for(
+            lambda m: m.topic.endswith("/event") and json.loads(m.payload).get("event") == "job_finished", timeout=10
+        )
+    finally:
+        recorder.stop()
+
+    journal = Journal(testbed.config().journal_path)
+    try:
+        (job,) = journal.jobs_in("uploaded")
+        pages = journal.pages(job.id)
+    finally:
+        journal.close()
+    assert job.page_count == 3
+    assert [page.dropped for page in pages] == [False, True, False]
+    assert pages[1].drop_reason.startswith("blank: ")
+    assert Path(pages[1].path).exists(), "the scan of a dropped page must stay on disk"
+    assert json.loads(finished.payload)["pages_dropped"] == 1
+
+    info = subprocess.run(["pdfinfo", job.signed_path], capture_output=True, text=True, check=True).stdout
+    assert re.search(r"^Pages:\s+2$", info, re.MULTILINE), info
+    (record,) = testbed.receiver.records()
+    assert int(record["metadata"]["PageAmount"]) == 2
