@@ -104,16 +104,20 @@ class BlankVerdict:
 
     blank: bool
     ink_ratio: float  # fraction of the measured area that is ink
-    marks: int  # groups of ink pixels of MIN_MARK_AREA_MM2 or more
-    specks: int  # smaller groups, taken as dust and noise
-    largest_mark_mm2: float  # area of the largest group of ink pixels
     measured_mm2: float  # area measured: the sheet less BLANK_EDGE_MARGIN_MM at its edges
+    # Groups of ink pixels are counted only when the ink ratio alone does not
+    # keep the page; these are None otherwise.
+    marks: int | None = None  # groups of MIN_MARK_AREA_MM2 or more
+    specks: int | None = None  # smaller groups, taken as dust and noise
+    largest_mark_mm2: float | None = None  # area of the largest group
 
     def describe(self) -> str:
         """Return the figures as one line for the log and the journal."""
+        figures = f"ink {self.ink_ratio * 100:.4f}% of {self.measured_mm2 / 100:.0f} cm²"
+        if self.marks is None:
+            return f"{figures}, more than the {MAX_BLANK_INK_RATIO * 100:.2f}% a blank page may have"
         return (
-            f"ink {self.ink_ratio * 100:.4f}% of {self.measured_mm2 / 100:.0f} cm², "
-            f"{self.marks} mark(s) of {MIN_MARK_AREA_MM2} mm² or more, {self.specks} speck(s), "
+            f"{figures}, {self.marks} mark(s) of {MIN_MARK_AREA_MM2} mm² or more, {self.specks} speck(s), "
             f"largest {self.largest_mark_mm2:.2f} mm²"
         )
 
@@ -275,25 +279,27 @@ def is_blank(image: np.ndarray, dpi: float, sheet: Sheet | None = None) -> Blank
     measured_pixels = cv2.countNonZero(measured)
     if measured_pixels == 0:
         # A sliver narrower than two margins: nothing to measure, so it is kept.
-        return BlankVerdict(False, 0.0, 0, 0, 0.0, 0.0)
+        return BlankVerdict(blank=False, ink_ratio=0.0, measured_mm2=0.0)
 
     blurred = cv2.GaussianBlur(grey, (3, 3), 0)
     ink = cv2.subtract(estimate_paper(blurred, dpi), blurred)
     _, ink = cv2.threshold(ink, INK_CONTRAST_LEVELS, 255, cv2.THRESH_BINARY)
     ink = cv2.bitwise_and(ink, measured)
+    ink_ratio = cv2.countNonZero(ink) / measured_pixels
+    measured_mm2 = measured_pixels / (scale * scale)
+    if ink_ratio > MAX_BLANK_INK_RATIO:
+        return BlankVerdict(blank=False, ink_ratio=ink_ratio, measured_mm2=measured_mm2)
 
     count, _, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
     areas = stats[1:count, cv2.CC_STAT_AREA]
-    min_mark_pixels = MIN_MARK_AREA_MM2 * scale * scale
-    marks = int(np.count_nonzero(areas >= min_mark_pixels))
-    ink_ratio = float(areas.sum()) / measured_pixels
+    marks = int(np.count_nonzero(areas >= MIN_MARK_AREA_MM2 * scale * scale))
     return BlankVerdict(
-        blank=marks == 0 and ink_ratio <= MAX_BLANK_INK_RATIO,
+        blank=marks == 0,
         ink_ratio=ink_ratio,
+        measured_mm2=measured_mm2,
         marks=marks,
         specks=int(areas.size) - marks,
         largest_mark_mm2=float(areas.max(initial=0)) / (scale * scale),
-        measured_mm2=measured_pixels / (scale * scale),
     )
 
 
@@ -459,30 +465,35 @@ def _turn(image: np.ndarray, angle: float, dpi: float) -> tuple[np.ndarray, np.n
         image,
         matrix,
         (grown_width, grown_height),
-        flags=cv2.INTER_CUBIC,
+        # Bilinear: on a 300 dpi colour A4 page, OpenCV 5.1's bicubic warp took
+        # ten times as long (1.1 s against 0.12 s, one x86 core).
+        flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=fill if len(fill) > 1 else fill[0],
     )
-    top, left = _trim_offsets(turned, (height, width), dpi)
+    top, left = _trim_offsets(turned, (height, width), min(fill), dpi)
     matrix[0, 2] -= left
     matrix[1, 2] -= top
     return np.ascontiguousarray(turned[top : top + height if top else None, left : left + width if left else None]), matrix
 
 
-def _trim_offsets(turned: np.ndarray, size: tuple[int, int], dpi: float) -> tuple[int, int]:
+def _trim_offsets(turned: np.ndarray, size: tuple[int, int], paper_level: int, dpi: float) -> tuple[int, int]:
     """Return the top and left offsets that cut ``turned`` back to ``size`` around its centre, or (0, 0).
 
-    The page is cut back only when the strips cut off hold no ink.
+    The page is cut back only when the strips cut off hold no ink: no more
+    than a speck's worth of pixels INK_CONTRAST_LEVELS darker than
+    ``paper_level``. Shading darker than that also keeps the grown size,
+    which loses nothing.
     """
     height, width = size
     top = max(0, (turned.shape[0] - height) // 2)
     left = max(0, (turned.shape[1] - width) // 2)
     if top == 0 and left == 0:
         return 0, 0
-    grey = cv2.GaussianBlur(to_grey(turned), (3, 3), 0)
-    ink = cv2.subtract(estimate_paper(grey, dpi), grey) > INK_CONTRAST_LEVELS
-    ink[top : top + height, left : left + width] = False
-    if np.count_nonzero(ink) > MIN_MARK_AREA_MM2 * pixels_per_mm(dpi) ** 2:
+    strips = [turned[:top], turned[top + height :], turned[:, :left], turned[:, left + width :]]
+    threshold = paper_level - INK_CONTRAST_LEVELS
+    ink = sum(int(np.count_nonzero(to_grey(np.ascontiguousarray(strip)) < threshold)) for strip in strips if strip.size)
+    if ink > MIN_MARK_AREA_MM2 * pixels_per_mm(dpi) ** 2:
         return 0, 0
     return top, left
 
