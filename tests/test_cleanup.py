@@ -391,3 +391,86 @@ def test_daemon_drops_blank_back_between_pages(testbed, start_daemon, tmp_path):
     assert re.search(r"^Pages:\s+2$", info, re.MULTILINE), info
     (record,) = testbed.receiver.records()
     assert int(record["metadata"]["PageAmount"]) == 2
+
+
+# recovery after a crash
+
+
+def _recognized_job_with_dropped_page(config):
+    """Journal a recognized job of two small pages: page 1 cleaned and read, page 2 dropped as blank."""
+    from sohoa.fsutil import write_atomic
+
+    config.spool_dir.mkdir(parents=True, exist_ok=True)
+    journal = Journal(config.journal_path, manifests_dir=config.spool_dir)
+    job = journal.create_job()
+    folder = config.spool_dir / job.id
+    for seq in (1, 2):
+        path = folder / "batch-01" / f"page-{seq:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (40, 60), 200).save(path, dpi=(DPI, DPI))
+        journal.add_page(job.id, seq, path, sha256_file(path), 40, 60, DPI)
+    clean = folder / "clean" / "page-0001.png"
+    clean.parent.mkdir(parents=True)
+    Image.new("L", (38, 58), 200).save(clean, dpi=(DPI, DPI))
+    journal.set_page_cleaned(job.id, 1, clean)
+    ocr_path = folder / "ocr" / "page-0001.json"
+    write_atomic(ocr_path, json.dumps({"width": 38, "height": 58, "lines": []}).encode())
+    journal.set_page_recognized(job.id, 1, ocr_path)
+    journal.set_page_dropped(job.id, 2, "blank: test")
+    journal.set_state(job.id, "recognized")
+    journal.close()
+    return job
+
+
+def test_recovery_keeps_recognized_job_with_dropped_page(tmp_path):
+    from sohoa.recovery import open_journal
+
+    config = pipeline_config(tmp_path / "data")
+    job = _recognized_job_with_dropped_page(config)
+
+    journal, _report = open_journal(config)
+    try:
+        assert journal.get_job(job.id).state == "recognized"
+        assert [page.state for page in journal.pages(job.id)] == ["recognized", "captured"]
+    finally:
+        journal.close()
+
+
+def test_recovery_cleans_again_when_cleaned_image_is_lost(tmp_path):
+    from sohoa.recovery import open_journal
+
+    config = pipeline_config(tmp_path / "data")
+    job = _recognized_job_with_dropped_page(config)
+    (config.spool_dir / job.id / "clean" / "page-0001.png").unlink()
+
+    journal, _report = open_journal(config)
+    try:
+        assert journal.get_job(job.id).state == "captured"
+        first, second = journal.pages(job.id)
+        assert first.clean_path is None
+        assert first.ocr_path is None
+        assert second.dropped
+    finally:
+        journal.close()
+
+
+def test_rebuilt_journal_keeps_cleaned_and_dropped_pages(tmp_path):
+    from sohoa.recovery import open_journal
+
+    config = pipeline_config(tmp_path / "data")
+    job = _recognized_job_with_dropped_page(config)
+    config.journal_path.write_bytes(b"this is not a database" * 100)
+    for suffix in ("-wal", "-shm"):
+        config.journal_path.with_name(config.journal_path.name + suffix).unlink(missing_ok=True)
+
+    journal, report = open_journal(config)
+    try:
+        assert report.rebuilt
+        first, second = journal.pages(job.id)
+        assert first.clean_path == str(config.spool_dir / job.id / "clean" / "page-0001.png")
+        assert first.state == "recognized"
+        assert not first.dropped
+        assert second.dropped
+        assert second.drop_reason == "blank: test"
+    finally:
+        journal.close()

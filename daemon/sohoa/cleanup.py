@@ -41,16 +41,16 @@ MM_PER_INCH = 25.4
 # than the paper around it, after a 3 x 3 Gaussian blur that brings sensor
 # noise of 5 levels (standard deviation) down to about 2.
 INK_CONTRAST_LEVELS = 20
-# A group of ink pixels this large keeps the page: a 0.5 mm dot. The
-# smallest real mark, a page number in 10 pt type, covers about 2 mm².
-# Dust and noise specks stay below it.
+# A group of ink pixels this large keeps the page: a dot 0.5 mm across. In
+# the tests, a printed digit 3.5 mm tall covers about 6 mm² and a light pencil
+# tick 8 mm long 2 to 4 mm². Dust and noise specks stay below it.
 MIN_MARK_AREA_MM2 = 0.2
 # Specks smaller than a mark still keep the page when together they cover
 # this fraction of the sheet (dot-printed or very light text).
 MAX_BLANK_INK_RATIO = 0.0002
 # Band along the sheet's edges left out of the measurement: the shadow of the
-# sheet edge and the scanner's own edge. A page number sits 10 mm or more
-# from the edge.
+# sheet edge and the scanner's own edge. Page numbers usually sit 10 mm or
+# more from the edge.
 BLANK_EDGE_MARGIN_MM = 5.0
 # The paper's local brightness is measured on 1 mm cells with a 7 mm maximum
 # filter, wider than any pen stroke, so slow shading is not taken as ink.
@@ -66,7 +66,7 @@ MIN_BORDER_FRACTION = 0.002
 CROP_MARGIN_MM = 1.0
 # The sheet's outline is found on a 100 dpi copy and its edge pixels blend
 # paper with background, so this band inside the outline is painted too.
-# No print comes this close to a sheet's edge.
+# Office printers leave a margin of several millimetres, so no print lies there.
 SHEET_EDGE_MM = 0.5
 SHEET_ANALYSIS_DPI = 100
 
@@ -138,7 +138,7 @@ class SkewEstimate:
 
 @dataclass(frozen=True)
 class CleanResult:
-    """What :func:`clean_page` did to one page."""
+    """Outcome of :func:`clean_page` for one page."""
 
     image: Image.Image | None  # the cleaned page; None when the page is blank and was dropped
     verdict: BlankVerdict | None  # None when blank pages are not looked for

@@ -352,9 +352,21 @@ def pdf_opens(path: str | None) -> bool:
 
 
 def ocr_results_intact(journal: Journal, job: Job, report: RecoveryReport) -> bool:
-    """Return True if every page has a readable OCR result; mark the others for recognition again."""
+    """Return True if every page kept has a readable OCR result and its image; mark the others for recognition again.
+
+    A blank page dropped by clean-up has no OCR result. A page whose cleaned
+    image is gone is cleaned again, because its OCR result refers to that image.
+    """
     intact = True
     for page in journal.pages(job.id):
+        if page.dropped:
+            continue
+        if page.clean_path and not Path(page.clean_path).exists():
+            intact = False
+            with journal.transaction() as db:
+                db["pages"].update((job.id, page.seq), {"state": "captured", "ocr_path": None, "clean_path": None})
+            report.note("job %s: the cleaned image %s of page %d is missing", job.id, page.clean_path, page.seq)
+            continue
         try:
             json.loads(Path(page.ocr_path).read_text(encoding="utf-8"))
             continue

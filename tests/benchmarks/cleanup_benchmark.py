@@ -68,7 +68,12 @@ def measure(name: str, page: np.ndarray, repeat: int) -> list[str]:
         median_seconds(lambda: cleanup.clean_page(image, DPI, remove_blank=True, crop=True, straighten=True), repeat),
         median_seconds(lambda: save_png(cleaned.image), repeat) if cleaned.image is not None else None,
     ]
-    outcome = "dropped" if cleaned.dropped else ("changed" if cleaned.changed else "unchanged")
+    if cleaned.dropped:
+        outcome = "dropped"
+    elif cleaned.changed:
+        outcome = "changed"
+    else:
+        outcome = "unchanged"
     size = f"{page.shape[1]}x{page.shape[0]} {'RGB' if page.ndim == 3 else 'L'}"
     cells = [f"{value:.3f}" if value is not None else "-" for value in figures]
     return [name, size, *cells, outcome]

@@ -22,7 +22,7 @@ def mm(value: float, dpi: int) -> int:
 
 
 def blank_scan(seed: int, *, dpi: int = 300, colour: bool = True, paper_level: int = 238, noise: float = 5.0) -> np.ndarray:
-    """Return a blank A4 back as a scanner sees it, ``H x W x 3`` RGB or ``H x W`` grey.
+    """Return a blank A4 back as a scanner produces it, ``H x W x 3`` RGB or ``H x W`` grey.
 
     The page has a slow shading of about 12 grey levels across it, a paper
     texture of fibres a few pixels wide, sensor noise of standard deviation
