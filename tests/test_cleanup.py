@@ -313,6 +313,24 @@ def test_clean_is_not_repeated_after_restart(tmp_path, monkeypatch):
     assert [page.seq for page in again] == [2]
 
 
+def test_page_read_before_cleanup_keeps_its_scan(tmp_path, monkeypatch):
+    from sohoa.fsutil import write_atomic
+
+    pipeline = _pipeline(tmp_path, None)
+    job = _captured_job(pipeline, [testpages.on_dark_background(testpages.draw_page_number(testpages.blank_scan(37)), 2)])
+    (page,) = pipeline.journal.pages(job.id)
+    ocr_path = pipeline.job_dir(job.id) / "ocr" / "page-0001.json"
+    write_atomic(ocr_path, json.dumps({"width": page.width, "height": page.height, "lines": []}).encode())
+    pipeline.journal.set_page_recognized(job.id, 1, ocr_path)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a page whose OCR result refers to its scan was cleaned")
+
+    monkeypatch.setattr(cleanup, "clean_page", fail)
+    (kept,) = pipeline.clean(job)
+    assert kept.clean_path == kept.path
+
+
 def test_cleanup_settings_off_keep_scans(tmp_path):
     pipeline = _pipeline(tmp_path, None, remove_blank_pages=False, deskew=False, crop=False)
     job = _captured_job(pipeline, [testpages.on_dark_background(testpages.blank_scan(35), 1)])

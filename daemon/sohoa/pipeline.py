@@ -206,6 +206,10 @@ class Pipeline:
         for page in self.journal.pages(job.id):
             if page.dropped or (page.clean_path and Path(page.clean_path).exists()):
                 continue
+            if page.state == "recognized" and page.clean_path is None:
+                # Read before clean-up existed, so its OCR result refers to the scan as it is.
+                self.journal.set_page_cleaned(job.id, page.seq, Path(page.path))
+                continue
             self._clean_page(job, page, remove_blank=capture.remove_blank_pages, crop=capture.crop, straighten=capture.deskew)
 
         pages = self.journal.pages(job.id)
@@ -227,9 +231,9 @@ class Pipeline:
         with self._open_page(Path(page.path)) as scanned:
             result = clean_page(scanned, page.dpi, remove_blank=remove_blank, crop=crop, straighten=straighten)
             if result.dropped:
-                reason = f"blank: {result.verdict.describe()}"
-                self.journal.set_page_dropped(job.id, page.seq, reason)
-                log.info("Job %s: page %d dropped as blank (%s); its scan %s is kept", job.id, page.seq, result.verdict.describe(), page.path)
+                reason = result.verdict.describe()
+                self.journal.set_page_dropped(job.id, page.seq, f"blank: {reason}")
+                log.info("Job %s: page %d dropped as blank (%s); its scan %s is kept", job.id, page.seq, reason, page.path)
                 return
             clean_path = Path(page.path)
             if result.changed:
