@@ -40,6 +40,9 @@ MM_PER_INCH = 25.4
 # Blank-page detection. A pixel is ink when it is this many grey levels darker
 # than the paper around it, after a 3 x 3 Gaussian blur that brings sensor
 # noise of 5 levels (standard deviation) down to about 2.
+# NOTE: a pencil line 2 px wide needs about 24 levels of contrast to count.
+# At 16 levels, blank pages with sensor noise of 7 levels were no longer found
+# blank, so fainter marks are traded for that.
 INK_CONTRAST_LEVELS = 20
 # A group of ink pixels this large keeps the page: a dot 0.5 mm across. In
 # the tests, a printed digit 3.5 mm tall covers about 6 mm² and a light pencil
