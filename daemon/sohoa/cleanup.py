@@ -45,8 +45,8 @@ MM_PER_INCH = 25.4
 # blank, so fainter marks are traded for that.
 INK_CONTRAST_LEVELS = 20
 # A group of ink pixels this large keeps the page: a dot 0.5 mm across. In
-# the tests, a printed digit 3.5 mm tall covers about 6 mm² and a light pencil
-# tick 8 mm long 2 to 4 mm². Dust and noise specks stay below it.
+# the tests, a digit printed 2.6 mm tall (10 pt type) covers 3.5 to 4.5 mm² and
+# a light pencil tick 8 mm long 1.5 to 4 mm². Dust and noise specks stay below it.
 MIN_MARK_AREA_MM2 = 0.2
 # Specks smaller than a mark still keep the page when together they cover
 # this fraction of the sheet (dot-printed or very light text).

@@ -24,10 +24,10 @@ def mm(value: float, dpi: int) -> int:
 def blank_scan(seed: int, *, dpi: int = 300, colour: bool = True, paper_level: int = 238, noise: float = 5.0) -> np.ndarray:
     """Return a blank A4 back as a scanner produces it, ``H x W x 3`` RGB or ``H x W`` grey.
 
-    The page has a slow shading of about 12 grey levels across it, a paper
-    texture of fibres a few pixels wide, sensor noise of standard deviation
-    ``noise``, about 40 dust specks of 1 to 3 pixels, and the shadow of the
-    sheet's edge along the top and left.
+    The page has a slow shading of about 12 grey levels across it and a paper
+    texture of fibres a few pixels wide. It carries sensor noise of standard
+    deviation ``noise``, 40 dust specks 1 to 3 pixels across, and the shadow
+    of the sheet's edge along the top and left.
     """
     rng = np.random.default_rng(seed)
     width, height = mm(A4_MM[0], dpi), mm(A4_MM[1], dpi)
@@ -70,7 +70,7 @@ def draw_signature(page: np.ndarray, seed: int, dpi: int = 300) -> np.ndarray:
 
 
 def draw_faint_stamp(page: np.ndarray, dpi: int = 300) -> np.ndarray:
-    """Draw a faint red seal: two rings 30 and 24 mm wide, barely darker than the paper, and return the page."""
+    """Draw a faint seal in light red: two rings 30 and 24 mm wide, and return the page."""
     centre = (mm(150.0, dpi), mm(230.0, dpi))
     colour = _ink(page, (232, 190, 190))
     cv2.circle(page, centre, mm(15.0, dpi), colour, thickness=mm(0.6, dpi), lineType=cv2.LINE_AA)
@@ -79,11 +79,16 @@ def draw_faint_stamp(page: np.ndarray, dpi: int = 300) -> np.ndarray:
 
 
 def draw_page_number(page: np.ndarray, number: str = "3", dpi: int = 300) -> np.ndarray:
-    """Print ``number`` in about 10 pt type at the bottom centre, 12 mm above the edge, and return the page."""
+    """Print ``number`` at the bottom centre, 12 mm above the edge, and return the page.
+
+    The text box is 3.5 mm tall, which gives digits about 2.6 mm tall, as in 10 pt type.
+    """
     height, width = page.shape[:2]
-    scale = mm(3.5, dpi) / 22.0  # FONT_HERSHEY_SIMPLEX is 22 px tall at scale 1
+    thickness = max(2, mm(0.3, dpi))
+    (_, unit_height), _ = cv2.getTextSize(number, cv2.FONT_HERSHEY_SIMPLEX, 1.0, thickness)
+    scale = mm(3.5, dpi) / unit_height
     origin = (width // 2, height - mm(12.0, dpi))
-    cv2.putText(page, number, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, _ink(page, (30, 30, 30)), max(2, mm(0.3, dpi)), cv2.LINE_AA)
+    cv2.putText(page, number, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, _ink(page, (30, 30, 30)), thickness, cv2.LINE_AA)
     return page
 
 
