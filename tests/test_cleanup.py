@@ -492,3 +492,19 @@ def test_rebuilt_journal_keeps_cleaned_and_dropped_pages(tmp_path):
         assert second.drop_reason == "blank: test"
     finally:
         journal.close()
+
+
+def test_crop_keeps_printed_frame():
+    import cv2
+
+    page = _load(SAMPLES_DIR / "giay-phep-p1.png").copy()
+    # A dark frame 8 mm wide, 2 mm inside the paper's edge, as on some certificates.
+    inset, thickness = testpages.mm(2.0, DPI), testpages.mm(8.0, DPI)
+    height, width = page.shape[:2]
+    corner = inset + thickness // 2
+    cv2.rectangle(page, (corner, corner), (width - corner, height - corner), (20, 20, 90), thickness)
+
+    cropped, sheet = cleanup.crop_to_paper(page, DPI)
+
+    assert sheet is None, "a frame printed inside the paper's margin was taken for the scanner background"
+    assert cropped is page

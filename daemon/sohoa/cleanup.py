@@ -192,15 +192,20 @@ def find_sheet(image: np.ndarray, dpi: float) -> Sheet | None:
     """Find the sheet of paper on a scan with a dark background, or return None.
 
     None means there is no dark border: the scanner's backing is light, or
-    the sheet fills the scan. The sheet is the largest region brighter than
-    Otsu's threshold, taken with its convex hull so that dark content at the
-    paper's edge stays inside it.
+    the sheet fills the scan. The background is the region darker than
+    Otsu's threshold that touches the scan's edges, so a dark frame printed
+    inside the paper's white margin is never taken for it. The sheet is the
+    largest region left, taken with its convex hull so that dark content at
+    the paper's edge stays inside it.
     """
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
     small, factor = _resize_to_dpi(grey, dpi, SHEET_ANALYSIS_DPI)
     _, bright = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
     bright = cv2.morphologyEx(bright, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    contours, _ = cv2.findContours(bright, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    background = _edge_connected(cv2.bitwise_not(bright))
+    if cv2.countNonZero(background) < MIN_BORDER_FRACTION * small.size:
+        return None
+    contours, _ = cv2.findContours(cv2.bitwise_not(background), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     if not contours:
         return None
     hull = cv2.convexHull(max(contours, key=cv2.contourArea))
@@ -212,7 +217,7 @@ def find_sheet(image: np.ndarray, dpi: float) -> Sheet | None:
     if inside_count < MIN_SHEET_FRACTION * small.size or border_fraction < MIN_BORDER_FRACTION:
         return None
     paper_level = int(np.median(small[(inside > 0) & (bright > 0)]))
-    border_level = int(np.median(small[inside == 0]))
+    border_level = int(np.median(small[(inside == 0) & (background > 0)]))
     if paper_level - border_level < MIN_BORDER_CONTRAST_LEVELS:
         return None
 
@@ -228,6 +233,16 @@ def find_sheet(image: np.ndarray, dpi: float) -> Sheet | None:
         border_level=border_level,
         border_fraction=round(border_fraction, 4),
     )
+
+
+def _edge_connected(mask: np.ndarray) -> np.ndarray:
+    """Return the parts of ``mask`` (0 or 255) connected to the image's edges."""
+    count, labels = cv2.connectedComponents(mask, connectivity=4)
+    if count <= 1:
+        return np.zeros_like(mask)
+    edge_labels = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    edge_labels = edge_labels[edge_labels != 0]
+    return np.where(np.isin(labels, edge_labels), 255, 0).astype(np.uint8)
 
 
 def _sheet_mask(shape: tuple[int, int], sheet: Sheet | None) -> np.ndarray:
