@@ -8,8 +8,8 @@ shadow of the sheet's edge.
 
 from __future__ import annotations
 
-import numpy as np
 import cv2
+import numpy as np
 from PIL import Image
 
 A4_MM = (210.0, 297.0)
