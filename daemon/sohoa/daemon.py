@@ -547,7 +547,11 @@ class Daemon:
                 self._clear_alert("job")
                 if self.pipeline.needs_unit_signature(job):
                     self._clear_alert("unit_token")
-                self._event("job_finished", {"job_id": job.id, "doc_code": job.doc_code, "pages": job.page_count})
+                dropped = sum(1 for page in self.journal.pages(job.id) if page.dropped)
+                self._event(
+                    "job_finished",
+                    {"job_id": job.id, "doc_code": job.doc_code, "pages": job.page_count, "pages_dropped": dropped},
+                )
                 if self.panel is not None:
                     self.panel.beep_done()
                 self._upload_wake.set()

@@ -209,3 +209,9 @@ class ImportSignatureInvalidError(ImportRejectedError):
     """A signed PDF whose signature does not verify or whose signed bytes were changed."""
 
     code = "import_signature_invalid"
+
+
+class AllPagesBlankError(ImageError):
+    """Every page of a job was found blank, so there is no document to build; the scans are kept."""
+
+    code = "all_pages_blank"

@@ -133,6 +133,17 @@ class Page:
     dpi: int
     state: str
     ocr_path: str | None
+    # The cleaned image OCR reads and the PDF embeds (see sohoa.cleanup); None until
+    # the page is cleaned, and equal to ``path`` when clean-up changed nothing.
+    clean_path: str | None = None
+    # A blank page left out of OCR, the PDF and PageAmount; its scan stays on disk.
+    dropped: bool = False
+    drop_reason: str | None = None
+
+    @property
+    def image_path(self) -> str:
+        """Return the image that OCR reads and the PDF embeds: the cleaned one once it exists."""
+        return self.clean_path or self.path
 
 
 class Journal:
@@ -214,6 +225,10 @@ class Journal:
                     self.db["jobs"].add_column(column, str)
             if "upload_rejections" not in self.db["jobs"].columns_dict:
                 self.db["jobs"].add_column("upload_rejections", int, not_null_default=0)
+            # Journals written before page clean-up lack these columns.
+            for column, kind in (("clean_path", str), ("dropped", int), ("drop_reason", str)):
+                if column not in self.db["pages"].columns_dict:
+                    self.db["pages"].add_column(column, kind, not_null_default=0 if kind is int else None)
             create_search_schema(self.db)
             create_import_schema(self.db)
 
@@ -358,6 +373,9 @@ class Journal:
                 dpi=row["dpi"],
                 state=row["state"],
                 ocr_path=row["ocr_path"],
+                clean_path=row.get("clean_path"),
+                dropped=bool(row.get("dropped")),
+                drop_reason=row.get("drop_reason"),
             )
             for row in rows
         ]
@@ -365,6 +383,18 @@ class Journal:
     def set_page_recognized(self, job_id: str, seq: int, ocr_path: Path) -> None:
         with self.transaction() as db:
             db["pages"].update((job_id, seq), {"state": "recognized", "ocr_path": str(ocr_path)})
+
+    def set_page_cleaned(self, job_id: str, seq: int, clean_path: Path) -> None:
+        """Record the cleaned image of a page; its file must already be durable."""
+        with self.transaction() as db:
+            db["pages"].update((job_id, seq), {"clean_path": str(clean_path)})
+        self.write_manifest(job_id)
+
+    def set_page_dropped(self, job_id: str, seq: int, reason: str) -> None:
+        """Record that a page is left out of the document, and why; its scanned file is kept."""
+        with self.transaction() as db:
+            db["pages"].update((job_id, seq), {"dropped": 1, "drop_reason": reason})
+        self.write_manifest(job_id)
 
     # Manifests
 
@@ -381,6 +411,7 @@ class Journal:
             except ValueError:
                 return path
 
+        pages = self.pages(job_id)
         return {
             "format": 1,
             "job_id": job.id,
@@ -403,6 +434,7 @@ class Journal:
             "source_batch": self._spool_relative(job.source_batch),
             "timestamp_pending": job.timestamp_pending,
             "upload_rejections": job.upload_rejections,
+            "pages_dropped": [page.seq for page in pages if page.dropped],
             "pages": [
                 {
                     "seq": page.seq,
@@ -411,8 +443,11 @@ class Journal:
                     "width": page.width,
                     "height": page.height,
                     "dpi": page.dpi,
+                    "clean_file": relative(page.clean_path),
+                    "dropped": page.dropped,
+                    "drop_reason": page.drop_reason,
                 }
-                for page in self.pages(job_id)
+                for page in pages
             ],
         }
 

@@ -213,7 +213,11 @@ def restore_job(journal: Journal, folder: Path, manifest: dict) -> None:
         for page in pages:
             # The recognize step names OCR results by page; repair_jobs checks that they are readable.
             ocr_path = folder / "ocr" / f"page-{page['seq']:04d}.json"
-            recognized = ocr_path.exists()
+            clean_path = absolute(page.get("clean_file"))
+            if clean_path is not None and not Path(clean_path).exists():
+                clean_path = None
+            # OCR of an image that is gone refers to a page that must be cleaned and read again.
+            recognized = ocr_path.exists() and (clean_path is not None or page.get("clean_file") is None)
             db["pages"].insert(
                 {
                     "job_id": manifest["job_id"],
@@ -225,6 +229,9 @@ def restore_job(journal: Journal, folder: Path, manifest: dict) -> None:
                     "dpi": page["dpi"],
                     "state": "recognized" if recognized else "captured",
                     "ocr_path": str(ocr_path) if recognized else None,
+                    "clean_path": clean_path,
+                    "dropped": 1 if page.get("dropped") else 0,
+                    "drop_reason": page.get("drop_reason"),
                     "created_at": manifest["created_at"],
                 }
             )
@@ -402,9 +409,21 @@ def pdf_opens(path: str | None) -> bool:
 
 
 def ocr_results_intact(journal: Journal, job: Job, report: RecoveryReport) -> bool:
-    """Return True if every page has a readable OCR result; mark the others for recognition again."""
+    """Return True if every page kept has a readable OCR result and its image; mark the others for recognition again.
+
+    A blank page dropped by clean-up has no OCR result. A page whose cleaned
+    image is gone is cleaned again, because its OCR result refers to that image.
+    """
     intact = True
     for page in journal.pages(job.id):
+        if page.dropped:
+            continue
+        if page.clean_path and not Path(page.clean_path).exists():
+            intact = False
+            with journal.transaction() as db:
+                db["pages"].update((job.id, page.seq), {"state": "captured", "ocr_path": None, "clean_path": None})
+            report.note("job %s: the cleaned image %s of page %d is missing", job.id, page.clean_path, page.seq)
+            continue
         try:
             json.loads(Path(page.ocr_path).read_text(encoding="utf-8"))
             continue

@@ -357,9 +357,11 @@ def audit(journal_path: Path, spool: Path, receiver, trust_roots: Sequence[Path]
         verdict = verify_pdf(stored_pdf, list(trust_roots))
         with pikepdf.open(stored_pdf) as pdf:
             page_count = len(pdf.pages)
-        if not (verdict.valid and verdict.intact and verdict.trusted) or page_count != job["page_count"]:
+        # Blank pages dropped by clean-up are scanned but not in the PDF.
+        expected = job["page_count"] - sum(1 for page in pages if page["job_id"] == job["id"] and page.get("dropped"))
+        if not (verdict.valid and verdict.intact and verdict.trusted) or page_count != expected:
             result.corrupted += 1
-            result.problems.append(f"{job['doc_code']}: signature {verdict.summary}, {page_count} pages for {job['page_count']} scanned")
+            result.problems.append(f"{job['doc_code']}: signature {verdict.summary}, {page_count} pages for {expected} expected")
 
     owners = [record["metadata"].get("x_job_id") for record in records]
     for job_id in {owner for owner in owners if owners.count(owner) > 1} - {job["id"] for job in jobs}:
