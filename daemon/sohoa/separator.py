@@ -11,8 +11,9 @@ percent-encoded UTF-8, which keeps the QR text ASCII for every decoder.
 
 A sheet is printed on one side. When a duplex scanner reads it, the back
 comes right after it: :func:`is_blank_page` decides whether that page is the
-blank back (set aside) or the first page of the document (kept). The measure
-is conservative, so a page with a line of text or a signature is kept.
+blank back (set aside) or the first page of the document (kept). It uses the
+page clean-up's conservative measure, so a page with a word or a signature is
+kept.
 """
 
 from __future__ import annotations
@@ -56,16 +57,6 @@ MAX_EXPECTED_PAGES = 10_000
 # where a 70 mm sheet code with short settings has about 5 pixels per module.
 DETECT_MAX_SIDE_PX = 1200
 
-# Blank back: the page is reduced to about 100 dpi by area averaging, which
-# fades isolated specks of dust, and its border (scanner shadow, punch holes)
-# is ignored. The page is blank when fewer than BLANK_INK_FRACTION of the
-# remaining pixels are darker than BLANK_INK_THRESHOLD. Measured on A4 at
-# 300 dpi in Noto Serif 12 pt: the word "Đã ký" alone is 0.022 %, four times
-# the limit, and a line across 40 % of the width is 0.16 %.
-BLANK_WORK_MAX_SIDE_PX = 1200
-BLANK_BORDER_FRACTION = 0.05
-BLANK_INK_THRESHOLD = 128
-BLANK_INK_FRACTION = 0.00005
 
 SHEET_FONT_PATH = Path("/usr/share/fonts/truetype/noto/NotoSerif-Regular.ttf")
 SHEET_BOLD_FONT_PATH = Path("/usr/share/fonts/truetype/noto/NotoSerif-Bold.ttf")
@@ -213,20 +204,16 @@ def detect_sheet(image: Image.Image) -> Sheet | None:
     return parse_sheet(text)
 
 
-def ink_fraction(image: Image.Image) -> float:
-    """Return the share of dark pixels inside the page's border, at about 100 dpi."""
-    pixels = _grey_array(image, BLANK_WORK_MAX_SIDE_PX)
-    height, width = pixels.shape
-    top, left = int(height * BLANK_BORDER_FRACTION), int(width * BLANK_BORDER_FRACTION)
-    inner = pixels[top : height - top, left : width - left]
-    if inner.size == 0:
-        return 0.0
-    return float((inner < BLANK_INK_THRESHOLD).sum()) / inner.size
+def is_blank_page(image: Image.Image, dpi: float) -> bool:
+    """Return whether ``image`` is blank by the page clean-up's conservative ink measure.
 
+    The measure is :func:`sohoa.cleanup.is_blank`: a single word, a page
+    number or a signature keeps the page.
+    """
+    from sohoa.cleanup import is_blank
 
-def is_blank_page(image: Image.Image) -> bool:
-    """Return whether ``image`` is blank by the conservative ink measure of :func:`ink_fraction`."""
-    return ink_fraction(image) < BLANK_INK_FRACTION
+    pixels = numpy.asarray(image.convert("L") if image.mode in ("1", "P", "LA", "RGBA") else image)
+    return is_blank(pixels, dpi).blank
 
 
 # Printing sheets

@@ -181,7 +181,7 @@ class BatchSplitter:
             if sheet is not None:
                 self._start_document(page.path, sheet)
                 return
-            if self.back_pending and image is not None and is_blank_page(image):
+            if self.back_pending and image is not None and is_blank_page(image, page.dpi):
                 self.back_pending = False
                 self._set_aside(page.path, "back", None)
                 log.info("Job %s: blank back of the sheet set aside (%s)", self.current.id, page.path.name)

@@ -23,9 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy
 from PIL import Image
-
-from sohoa.separator import Sheet, detect_sheet, ink_fraction, new_sheet_id, render_sheets
+from sohoa.cleanup import is_blank
+from sohoa.separator import Sheet, detect_sheet, new_sheet_id, render_sheets
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "samples" / "pages"
@@ -70,7 +71,7 @@ def main() -> int:
 
     print(f"Machine: {platform.machine()}, {platform.processor() or 'unknown CPU'}, Python {platform.python_version()}")
     print()
-    print("| Page | Size (px) | Detection, median (s) | Result | Ink fraction |")
+    print("| Page | Size (px) | Detection, median (s) | Result | Ink ratio |")
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="sohoa-sheet-bench-") as folder:
         pages = [(path.stem, path) for path in sorted(SAMPLES.glob("*.png"))] + printed_sheets(Path(folder))
@@ -79,8 +80,15 @@ def main() -> int:
                 image.load()
                 seconds, result = median_seconds(image, args.repeat)
                 kind = result.kind if result is not None else "page"
-                print(f"| {label} | {image.width}x{image.height} | {seconds:.3f} | {kind} | {ink_fraction(image):.5f} |")
+                print(f"| {label} | {image.width}x{image.height} | {seconds:.3f} | {kind} | {ink_ratio(image):.5f} |")
     return 0
+
+
+
+def ink_ratio(image: Image.Image) -> float:
+    """Return the page clean-up's ink ratio of ``image``, the measure that decides a blank back."""
+    dpi = float(image.info.get("dpi", (300, 300))[0])
+    return is_blank(numpy.asarray(image.convert("L")), dpi).ink_ratio
 
 
 if __name__ == "__main__":
