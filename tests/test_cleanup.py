@@ -44,16 +44,6 @@ def _load(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB") if image.mode not in ("L", "RGB") else image)
 
 
-def _vietnamese(msgid: str) -> str:
-    """Return the translation of ``msgid`` in this area's catalog fragment, merged into the main catalog later."""
-    from babel.messages.pofile import read_po
-
-    with open(REPO / "daemon/sohoa/locale/fragments/cleanup.po", "rb") as handle:
-        catalog = read_po(handle)
-    message = catalog.get(msgid)
-    return message.string if message is not None else ""
-
-
 def _turn(page: np.ndarray, degrees: float) -> np.ndarray:
     """Turn ``page`` counterclockwise on a canvas of the same size, filled with white, as a skewed feed does."""
     image = Image.fromarray(page)
@@ -286,7 +276,7 @@ def test_all_blank_job_fails_and_keeps_pages(tmp_path):
         pipeline.recognize(job)
 
     assert caught.value.code == "all_pages_blank"
-    assert "đều trắng" in _vietnamese(caught.value.message_template)
+    assert "đều trắng" in caught.value.user_message()
     pages = pipeline.journal.pages(job.id)
     assert [page.dropped for page in pages] == [True, True]
     assert all(page.drop_reason.startswith("blank: ink") for page in pages)

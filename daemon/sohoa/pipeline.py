@@ -494,7 +494,9 @@ class Pipeline:
         ``unsure`` in ``FieldConfidence``, so that a person completes it. No
         value is guessed.
         """
-        metadata: dict[str, object] = {"DocCode": job.doc_code or "", "Language": "vi", "PageAmount": len(self.kept_pages(job))}
+        # A signed PDF imported as it is has a page count but no page rows, so dropped pages are subtracted.
+        dropped = sum(1 for page in self.journal.pages(job.id) if page.dropped)
+        metadata: dict[str, object] = {"DocCode": job.doc_code or "", "Language": "vi", "PageAmount": job.page_count - dropped}
         confidence: dict[str, str] = {}
         type_declared = ((job.declared or {}).get("type_check") or {}).get("result") == "declared"
         for name in ("TypeName", "CodeNumber", "CodeNotation", "IssuedDate", "OrganName", "Subject", "Position", "FullName"):
