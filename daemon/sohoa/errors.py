@@ -153,3 +153,9 @@ class TimestampUnavailableError(SigningError):
     """The time-stamping authority did not respond or returned no usable RFC 3161 token."""
 
     code = "timestamp_unavailable"
+
+
+class ScanCancelledError(ScannerError):
+    """Staff cancelled the scan with a long press; the pages read before it are kept."""
+
+    code = "scan_cancelled"

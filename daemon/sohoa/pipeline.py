@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import threading
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from sohoa.errors import (
     FeederEmptyError,
     ImageError,
     PdfError,
+    ScanCancelledError,
     SignatureInvalidError,
     UploadConflictError,
 )
@@ -118,24 +120,33 @@ class Pipeline:
                 profile=name,
             ) from None
 
-    def acquire(self, request: CaptureRequest | None = None) -> ScanResult:
-        """Scan one batch: into the interrupted job if there is one, else into a new job.
+    def acquire(self, request: CaptureRequest | None = None, *, cancel: threading.Event | None = None) -> ScanResult:
+        """Scan one batch: into the open flatbed job or the interrupted job if there is one, else into a new job.
 
         Each page is journalled as soon as its file is durable. A batch that
         stops on a jam, an open cover or an I/O error leaves the job
         ``interrupted`` with its pages, and the next press continues it. A press
         on an empty feeder finishes an interrupted job with the pages it has.
+
+        A flatbed profile scans one page per press into a job that stays
+        ``collecting`` until :meth:`finish_flatbed`. A request for any other
+        profile finishes the open flatbed job first, so that job goes on to
+        recognition and the request starts its own job. Setting ``cancel``
+        stops the scan, and the job ends ``cancelled`` with the pages read
+        before it (a job without pages is discarded).
         """
         request = request or CaptureRequest()
-        job = self.journal.latest_interrupted()
+        open_job = self._open_flatbed_job_for(request)
+        job = open_job or self.journal.latest_interrupted()
         resuming = job is not None
         # A continued job keeps the profile it was started with.
         profile = self.profile(job.profile if resuming else request.profile)
+        collecting = profile is not None and profile.flatbed
         if job is None:
             job = self.journal.create_job(profile=request.profile, origin=request.origin)
         else:
             self.journal.set_state(job.id, "scanning", error_code=None, error_message=None)
-            log.info("Job %s: continuing the interrupted scan after page %d", job.id, job.page_count)
+            log.info("Job %s: continuing the %s scan after page %d", job.id, job.state, job.page_count)
 
         offset = job.page_count
         batch_dir = self.job_dir(job.id) / f"batch-{self._next_batch_number(job.id):02d}"
@@ -147,8 +158,10 @@ class Pipeline:
             log.info("Job %s: page %d captured (%s)", job.id, offset + page.index, page.path.name)
 
         try:
-            outcome = self.scanner.scan_batch(batch_dir, on_page=record, profile=profile)
+            outcome = self.scanner.scan_batch(batch_dir, on_page=record, profile=profile, cancel=cancel)
         except FeederEmptyError as exc:
+            if open_job is not None:
+                return ScanResult(self.journal.set_state(job.id, "collecting"), 0, exc)
             if resuming:
                 job = self.journal.set_state(job.id, "captured")
                 return ScanResult(job, 0, None)
@@ -156,26 +169,64 @@ class Pipeline:
             return ScanResult(None, 0, exc)
         except Exception as exc:
             job = self.journal.get_job(job.id)
-            self._interrupt(job, exc)
+            self._interrupt(job, exc, collecting=collecting)
             raise
 
         job = self.journal.get_job(job.id)
+        if isinstance(outcome.error, ScanCancelledError):
+            return ScanResult(self.cancel_job(job, outcome.error), len(outcome.pages), outcome.error)
         if outcome.error is not None:
-            job = self._interrupt(job, outcome.error)
+            job = self._interrupt(job, outcome.error, collecting=collecting)
             return ScanResult(job, len(outcome.pages), outcome.error)
-        job = self.journal.set_state(job.id, "captured")
+        job = self.journal.set_state(job.id, "collecting" if collecting else "captured")
+        if collecting:
+            log.info("Job %s: flatbed document open with %d pages", job.id, job.page_count)
         return ScanResult(job, len(outcome.pages), None)
+
+    def _open_flatbed_job_for(self, request: CaptureRequest) -> Job | None:
+        """Return the open flatbed job if ``request`` adds a page to it; finish it when the request is for another profile."""
+        job = self.journal.open_flatbed_job()
+        if job is None or job.profile == request.profile:
+            return job
+        log.info("Job %s: flatbed document finished because a scan with profile %s was requested", job.id, request.profile or "default")
+        self.finish_flatbed()
+        return None
+
+    def finish_flatbed(self) -> Job | None:
+        """Close the open flatbed job so that it is recognized, built and signed; return it, or None if none is open."""
+        job = self.journal.open_flatbed_job()
+        if job is None:
+            return None
+        job = self.journal.set_state(job.id, "captured", error_code=None, error_message=None)
+        log.info("Job %s: flatbed document finished with %d pages", job.id, job.page_count)
+        return job
+
+    def cancel_job(self, job: Job, error: Exception | None = None) -> Job | None:
+        """End ``job`` as ``cancelled``, keeping its page files; discard it instead when it has no page.
+
+        Returns the cancelled job, or None when it was discarded.
+        """
+        if job.page_count == 0 and job.state in ("scanning", "collecting"):
+            self._discard_empty_job(job.id)
+            return None
+        code = getattr(error, "code", "scan_cancelled")
+        message = str(error) if error is not None else "Cancelled with a long press."
+        job = self.journal.set_state(job.id, "cancelled", error_code=code, error_message=message)
+        log.warning("Job %s cancelled with %d pages; its page files stay in %s", job.id, job.page_count, self.job_dir(job.id))
+        return job
 
     def _next_batch_number(self, job_id: str) -> int:
         folder = self.job_dir(job_id)
         return len(list(folder.glob("batch-*"))) + 1 if folder.exists() else 1
 
-    def _interrupt(self, job: Job, error: Exception) -> Job:
+    def _interrupt(self, job: Job, error: Exception, *, collecting: bool = False) -> Job:
+        """Keep the pages of a failed batch: a flatbed job stays open, any other job becomes ``interrupted``."""
         code = getattr(error, "code", "scanner_failed")
         if job.page_count == 0:
             self._discard_empty_job(job.id)
             return job
-        return self.journal.set_state(job.id, "interrupted", error_code=code, error_message=str(error))
+        state = "collecting" if collecting else "interrupted"
+        return self.journal.set_state(job.id, state, error_code=code, error_message=str(error))
 
     def _discard_empty_job(self, job_id: str) -> None:
         with self.journal.transaction() as db:

@@ -237,7 +237,7 @@ def repair_jobs(journal: Journal, spool: Path, report: RecoveryReport) -> None:
     """Bring every job to a state whose files exist and match."""
     for job in journal.jobs_in("scanning"):
         end_cut_scan(journal, spool, job, report)
-    for job in journal.jobs_in("interrupted", "captured", "recognized", "built", "signed"):
+    for job in journal.jobs_in("interrupted", "collecting", "captured", "recognized", "built", "signed"):
         check_job_files(journal, job, report)
     for job in journal.jobs_in("uploaded"):
         if job.purged_at is None and job.signed_path and not Path(job.signed_path).exists():

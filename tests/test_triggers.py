@@ -1,0 +1,462 @@
+"""What starts, cancels or finishes a scan besides the panel's scan button.
+
+Extra profile buttons and long presses on gpiozero's MockFactory; cancelling
+and flatbed documents through real libsane (the SANE test backend) and a real
+journal; scanner buttons and the paper sensor polled through real libsane.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sane
+from gpiozero import Device
+from gpiozero.pins.mock import MockFactory
+
+from sohoa import panel as panel_module
+from sohoa.config import ButtonConfig, GpioConfig, ScannerConfig, parse_config
+from sohoa.errors import ScanCancelledError
+from sohoa.journal import JOB_STATES, Journal
+from sohoa.pipeline import CaptureRequest, Pipeline
+from sohoa.recovery import open_journal
+from sohoa.report.collect import read_jobs, summarize_jobs
+from sohoa.scanner import SaneStatus, Scanner, _snap_image, initialize_sane, sane_status_of
+from sohoa.triggers import ScannerTriggers
+
+TIMEOUT = 5.0
+BUTTON, GREEN, RED, BUZZER, PROFILE_BUTTON = 17, 22, 27, 5, 23
+# The test backend keeps option values from one open to the next within a process,
+# so every test that changes one resets it (see reset_test_options).
+TEST_DEVICE = "test:0"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Recorder:
+    """Record calls and let a test wait for them."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+        self._condition = threading.Condition()
+
+    def __call__(self, **arguments: object) -> None:
+        with self._condition:
+            self.calls.append(arguments)
+            self._condition.notify_all()
+
+    def wait_for(self, count: int, timeout: float = TIMEOUT) -> bool:
+        with self._condition:
+            return self._condition.wait_for(lambda: len(self.calls) >= count, timeout)
+
+
+def box_config(tmp_path: Path, *, scanner: dict, capture: dict | None = None, profiles: dict | None = None):
+    return parse_config(
+        {
+            "box": {
+                "site": "test",
+                "device": "box-01",
+                "unit": "Test unit",
+                "operator": "Test operator",
+                "agency_code": "H31.01",
+                "data_dir": str(tmp_path / "data"),
+            },
+            "scanner": scanner,
+            "signing": {"pkcs11_module": "/nonexistent.so", "token_label": "t", "key_id": "01"},
+            "upload": {"url": "http://127.0.0.1:9"},
+            "capture": capture or {},
+            "profiles": profiles or {},
+        }
+    )
+
+
+def set_test_option(name: str, value: object, device_name: str = TEST_DEVICE) -> None:
+    """Set a SANE option of the test backend through libsane, as another frontend would."""
+    initialize_sane()
+    device = sane.open(device_name)
+    try:
+        setattr(device, name.replace("-", "_"), value)
+    finally:
+        device.close()
+
+
+@pytest.fixture
+def reset_test_options() -> Iterator[None]:
+    yield
+    for name in ("bool-soft-select-soft-detect", "bool-soft-select-soft-detect-emulated"):
+        set_test_option(name, False)
+    set_test_option("enable-test-options", False)
+
+
+# panel: profile buttons and long presses
+
+
+@pytest.fixture
+def factory() -> Iterator[MockFactory]:
+    previous = Device.pin_factory
+    mock_factory = MockFactory()
+    Device.pin_factory = mock_factory
+    yield mock_factory
+    mock_factory.reset()
+    Device.pin_factory = previous
+
+
+@pytest.fixture
+def make_panel(factory: MockFactory) -> Iterator[Callable[..., panel_module.Panel]]:
+    panels: list[panel_module.Panel] = []
+
+    def make(on_press: Callable[..., None], on_long_press: Callable[[], object] | None = None, **fields: object) -> panel_module.Panel:
+        config = GpioConfig(button_pin=BUTTON, green_led_pin=GREEN, red_led_pin=RED, **fields)
+        created = panel_module.Panel(config, on_press, on_long_press=on_long_press, clock=FakeClock())
+        panels.append(created)
+        return created
+
+    yield make
+    for created in panels:
+        created.close()
+
+
+def press(pin) -> None:
+    pin.drive_low()
+    pin.drive_high()
+
+
+def hold(pin, held: threading.Event) -> None:
+    """Hold ``pin`` low until gpiozero reports the long press, then release it."""
+    pin.drive_low()
+    try:
+        assert held.wait(TIMEOUT), "gpiozero reported no long press"
+    finally:
+        pin.drive_high()
+
+
+def test_profile_button_passes_its_profile(make_panel, factory) -> None:
+    presses = Recorder()
+    make_panel(presses, buttons=[ButtonConfig(pin=PROFILE_BUTTON, profile="vanbang")])
+
+    press(factory.pin(PROFILE_BUTTON))
+    press(factory.pin(BUTTON))
+
+    assert presses.calls == [{"profile": "vanbang"}, {}]
+    assert factory.pin(PROFILE_BUTTON).pull == "up"
+
+
+def test_long_press_is_not_a_press(make_panel, factory) -> None:
+    presses = Recorder()
+    held = threading.Event()
+    front = make_panel(presses, held.set, long_press_seconds=0.05)
+
+    hold(factory.pin(BUTTON), held)
+
+    assert presses.calls == []
+    # The next short press counts again.
+    front._clock.now += 1
+    press(factory.pin(BUTTON))
+    assert presses.calls == [{}]
+
+
+def test_profile_button_long_press_cancels(make_panel, factory) -> None:
+    presses = Recorder()
+    held = threading.Event()
+    make_panel(presses, held.set, long_press_seconds=0.05, buttons=[ButtonConfig(pin=PROFILE_BUTTON, profile="vanbang")])
+
+    hold(factory.pin(PROFILE_BUTTON), held)
+
+    assert presses.calls == []
+
+
+def test_profile_button_on_used_pin_is_hardware_error(factory) -> None:
+    from sohoa.errors import HardwareError
+
+    with pytest.raises(HardwareError, match="profile vanbang"):
+        panel_module.Panel(
+            GpioConfig(button_pin=BUTTON, green_led_pin=GREEN, red_led_pin=RED, buttons=[ButtonConfig(pin=RED, profile="vanbang")]),
+            lambda **_: None,
+        )
+
+
+def test_signal_cancelled_beeps_once_long(make_panel, factory, monkeypatch) -> None:
+    monkeypatch.setattr(panel_module, "CANCEL_BEEP_SECONDS", 0.01)
+    front = make_panel(Recorder(), buzzer_pin=BUZZER)
+    buzzer_pin = factory.pin(BUZZER)
+    buzzer_pin.clear_states()
+
+    front.signal_cancelled()
+    front.buzzer._blink_thread.join(TIMEOUT)
+    front.red_led._blink_thread.join(TIMEOUT)
+
+    assert [state.state for state in buzzer_pin.states] == [False, True, False]
+    assert front.red_led.is_lit is False
+
+
+# scanner: cancelling a batch through libsane
+
+
+def test_cancel_between_pages_keeps_pages(tmp_path) -> None:
+    scanner = Scanner(ScannerConfig(device=TEST_DEVICE, source="Automatic Document Feeder", mode="Gray", resolution=75))
+    cancel = threading.Event()
+
+    def on_page(page) -> None:
+        if page.index == 2:
+            cancel.set()
+
+    outcome = scanner.scan_batch(tmp_path / "job", on_page=on_page, cancel=cancel)
+
+    assert isinstance(outcome.error, ScanCancelledError)
+    assert [page.index for page in outcome.pages] == [1, 2]
+    assert all(page.path.is_file() for page in outcome.pages)
+
+
+def test_cancel_during_read_stops_libsane(tmp_path) -> None:
+    cancel = threading.Event()
+    cancel.set()
+    initialize_sane()
+    device = sane.open(TEST_DEVICE)
+    try:
+        device.resolution = 75
+        device.start()
+        with pytest.raises(Exception) as caught:
+            _snap_image(device, cancel)
+        assert sane_status_of(caught.value) == SaneStatus.CANCELLED
+
+        # The device reads a whole page again after the cancelled one.
+        device.start()
+        assert _snap_image(device, threading.Event()).height > 0
+    finally:
+        device.cancel()
+        device.close()
+
+
+# pipeline: cancelled jobs and flatbed documents, on a real journal
+
+
+@pytest.fixture
+def make_pipeline(tmp_path) -> Iterator[Callable[..., Pipeline]]:
+    journals: list[Journal] = []
+
+    def make(**config_parts: object) -> Pipeline:
+        config = box_config(tmp_path, **config_parts)
+        journal = Journal(config.journal_path)
+        journals.append(journal)
+        return Pipeline(config, journal, scanner=Scanner(config.scanner), ocr=lambda: None, signer=None, archive=None)
+
+    yield make
+    for journal in journals:
+        journal.close()
+
+
+FEEDER = {"device": TEST_DEVICE, "source": "Automatic Document Feeder", "mode": "Gray", "resolution": 75}
+FLATBED_PROFILES = {"banggoc": {"label": "Bản gốc", "source": "Flatbed", "flatbed": True}}
+
+
+def test_cancelled_scan_keeps_pages_as_cancelled_job(make_pipeline, monkeypatch) -> None:
+    pipeline = make_pipeline(scanner=FEEDER)
+    cancel = threading.Event()
+    add_page = pipeline.journal.add_page
+
+    def add_page_then_cancel(job_id, seq, *arguments) -> None:
+        add_page(job_id, seq, *arguments)
+        if seq == 3:
+            cancel.set()
+
+    monkeypatch.setattr(pipeline.journal, "add_page", add_page_then_cancel)
+    result = pipeline.acquire(CaptureRequest(origin="button"), cancel=cancel)
+
+    assert isinstance(result.error, ScanCancelledError)
+    assert result.job.state == "cancelled"
+    assert result.job.page_count == 3
+    assert result.job.error_code == "scan_cancelled"
+    assert all(Path(page.path).is_file() for page in pipeline.journal.pages(result.job.id))
+    assert pipeline.journal.latest_interrupted() is None
+
+
+def test_cancel_before_first_page_discards_job(make_pipeline) -> None:
+    pipeline = make_pipeline(scanner=FEEDER)
+    cancel = threading.Event()
+    cancel.set()
+
+    result = pipeline.acquire(CaptureRequest(), cancel=cancel)
+
+    assert result.job is None
+    assert isinstance(result.error, ScanCancelledError)
+    assert sum(pipeline.journal.state_counts().values()) == 0
+
+
+def test_flatbed_presses_build_one_document(make_pipeline) -> None:
+    pipeline = make_pipeline(scanner=FEEDER, profiles=FLATBED_PROFILES)
+
+    results = [pipeline.acquire(CaptureRequest(profile="banggoc")) for _ in range(3)]
+
+    assert len({result.job.id for result in results}) == 1
+    assert [result.job.page_count for result in results] == [1, 2, 3]
+    assert all(result.job.state == "collecting" for result in results)
+    assert pipeline.journal.open_flatbed_job().id == results[0].job.id
+
+    finished = pipeline.finish_flatbed()
+    assert finished.state == "captured"
+    assert [page.seq for page in pipeline.journal.pages(finished.id)] == [1, 2, 3]
+    assert pipeline.journal.open_flatbed_job() is None
+    assert pipeline.finish_flatbed() is None
+
+
+def test_other_profile_finishes_flatbed_first(make_pipeline) -> None:
+    pipeline = make_pipeline(scanner={**FEEDER, "max_pages": 2}, profiles=FLATBED_PROFILES)
+    flatbed = pipeline.acquire(CaptureRequest(profile="banggoc")).job
+
+    feeder = pipeline.acquire(CaptureRequest()).job
+
+    assert pipeline.journal.get_job(flatbed.id).state == "captured"
+    assert feeder.id != flatbed.id
+    assert feeder.profile is None
+    assert pipeline.journal.open_flatbed_job() is None
+
+
+def test_cancelled_flatbed_document_keeps_pages(make_pipeline) -> None:
+    pipeline = make_pipeline(scanner=FEEDER, profiles=FLATBED_PROFILES)
+    job = pipeline.acquire(CaptureRequest(profile="banggoc")).job
+    cancel = threading.Event()
+    cancel.set()
+
+    result = pipeline.acquire(CaptureRequest(profile="banggoc"), cancel=cancel)
+
+    assert result.job.id == job.id
+    assert result.job.state == "cancelled"
+    assert result.job.page_count == 1
+
+
+def test_new_states_in_reports_and_recovery(make_pipeline) -> None:
+    pipeline = make_pipeline(scanner=FEEDER, profiles=FLATBED_PROFILES)
+    cancel = threading.Event()
+    cancel.set()
+    cancelled_job = pipeline.acquire(CaptureRequest(profile="banggoc")).job
+    pipeline.acquire(CaptureRequest(profile="banggoc"), cancel=cancel)
+    open_job = pipeline.acquire(CaptureRequest(profile="banggoc")).job
+    config = pipeline.config
+    pipeline.journal.close()
+
+    assert {"collecting", "cancelled"} <= set(JOB_STATES)
+    summary = summarize_jobs(read_jobs(config.journal_path), config)
+    assert [entry.job_id for entry in summary.queued] == [open_job.id]
+    assert summary.failed_total == 0
+
+    journal, recovered = open_journal(config)
+    try:
+        assert journal.get_job(open_job.id).state == "collecting"
+        assert journal.get_job(cancelled_job.id).state == "cancelled"
+        assert journal.state_counts()["cancelled"] == 1
+    finally:
+        journal.close()
+
+
+# scanner buttons and the paper sensor, polled through libsane
+
+
+def make_triggers(tmp_path, request: Recorder, **capture: object) -> ScannerTriggers:
+    config = box_config(
+        tmp_path,
+        scanner={"device": TEST_DEVICE},
+        capture=capture,
+        profiles={"vanbang": {"label": "Văn bằng"}},
+    )
+    return ScannerTriggers(config, request)
+
+
+def test_auto_detect_finds_read_only_bools(tmp_path, reset_test_options) -> None:
+    set_test_option("enable-test-options", True)
+    request = Recorder()
+    triggers = make_triggers(tmp_path, request, scanner_buttons=True)
+
+    assert triggers.poll() == []
+    assert triggers.poll() == []
+
+    # The test backend's only options with SANE_CAP_SOFT_DETECT and without SANE_CAP_SOFT_SELECT.
+    assert [sensor.name for sensor in triggers.sensors] == ["bool-hard-select-soft-detect", "bool-soft-detect"]
+    assert request.calls == []
+    assert not triggers.stopped
+
+
+def test_no_buttons_logged_once_then_stops(tmp_path, caplog) -> None:
+    request = Recorder()
+    triggers = make_triggers(tmp_path, request, scanner_buttons=True, auto_start=True, poll_seconds=0.1)
+    caplog.set_level(logging.INFO, logger="sohoa.triggers")
+
+    assert triggers.poll_if_due()
+    assert not triggers.poll_if_due()
+    triggers._clock = lambda: 10**9
+    assert not triggers.poll_if_due()
+
+    assert triggers.stopped
+    assert sum("exposes no buttons" in record.getMessage() for record in caplog.records) == 1
+    assert sum("none of the paper sensor options" in record.getMessage() for record in caplog.records) == 1
+    assert request.calls == []
+
+
+def test_button_rising_edge_requests_scan(tmp_path, reset_test_options) -> None:
+    set_test_option("enable-test-options", True)
+    request = Recorder()
+    triggers = make_triggers(
+        tmp_path,
+        request,
+        scanner_buttons=True,
+        scanner_button_options=["bool-soft-select-soft-detect"],
+        scanner_button_profiles={"bool-soft-select-soft-detect": "vanbang"},
+    )
+
+    # The first reading is the baseline; a value already true there starts nothing.
+    set_test_option("bool-soft-select-soft-detect", True)
+    assert triggers.poll() == []
+    set_test_option("bool-soft-select-soft-detect", False)
+    assert triggers.poll() == []
+    set_test_option("bool-soft-select-soft-detect", True)
+    assert [sensor.name for sensor in triggers.poll()] == ["bool-soft-select-soft-detect"]
+    assert triggers.poll() == []
+    set_test_option("bool-soft-select-soft-detect", False)
+    triggers.poll()
+    set_test_option("bool-soft-select-soft-detect", True)
+    triggers.poll()
+
+    assert request.calls == [{"profile": "vanbang", "origin": "scanner_button"}] * 2
+
+
+def test_paper_sensor_rising_edge_starts_feeder_scan(tmp_path, reset_test_options) -> None:
+    set_test_option("enable-test-options", True)
+    request = Recorder()
+    triggers = make_triggers(tmp_path, request, auto_start=True, paper_sensor_options=["page-loaded", "bool-soft-select-soft-detect-emulated"])
+
+    assert triggers.poll() == []
+    set_test_option("bool-soft-select-soft-detect-emulated", True)
+    triggers.poll()
+
+    assert [sensor.name for sensor in triggers.sensors] == ["bool-soft-select-soft-detect-emulated"]
+    assert request.calls == [{"origin": "feeder"}]
+
+
+def test_unknown_button_option_is_not_polled(tmp_path, caplog) -> None:
+    triggers = make_triggers(tmp_path, Recorder(), scanner_buttons=True, scanner_button_options=["scan-button"])
+    caplog.set_level(logging.WARNING, logger="sohoa.triggers")
+
+    triggers.poll()
+
+    assert triggers.stopped
+    assert any("has no option scan-button" in record.getMessage() and "resolution" in record.getMessage() for record in caplog.records)
+
+
+def test_unopenable_scanner_is_polled_again(tmp_path, caplog) -> None:
+    config = box_config(tmp_path, scanner={"device": "test:9"}, capture={"scanner_buttons": True})
+    triggers = ScannerTriggers(config, Recorder())
+    caplog.set_level(logging.WARNING, logger="sohoa.triggers")
+
+    assert triggers.poll() == []
+    assert triggers.poll() == []
+
+    assert not triggers.stopped
+    assert sum("Cannot poll" in record.getMessage() for record in caplog.records) == 1
