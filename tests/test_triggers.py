@@ -460,3 +460,169 @@ def test_unopenable_scanner_is_polled_again(tmp_path, caplog) -> None:
 
     assert not triggers.stopped
     assert sum("Cannot poll" in record.getMessage() for record in caplog.records) == 1
+
+
+# the daemon, on the testbed: real broker, journal, SANE backends, OCR and mock pins
+
+JOB_TIMEOUT = 300
+EVENT_TOPIC = "sohoa/demo/box-01/event"
+FLATBED_BUTTON = 24
+
+
+def add_profile_buttons(testbed, buttons: dict[int, str]) -> None:
+    """Append ``[[gpio.buttons]]`` tables to the testbed's config file."""
+    tables = "".join(f'\n[[gpio.buttons]]\npin = {pin}\nprofile = "{profile}"\n' for pin, profile in buttons.items())
+    with testbed.config_path.open("a", encoding="utf-8") as config_file:
+        config_file.write(tables)
+
+
+def event_named(name: str) -> Callable[[object], bool]:
+    import json
+
+    return lambda message: json.loads(message.payload).get("event") == name
+
+
+def page_added_event(daemon) -> threading.Event:
+    """Return an event set once the daemon's journal records a page."""
+    added = threading.Event()
+    add_page = daemon.journal.add_page
+
+    def add_page_and_tell(*arguments) -> None:
+        add_page(*arguments)
+        added.set()
+
+    daemon.journal.add_page = add_page_and_tell
+    return added
+
+
+@pytest.fixture
+def reset_read_delay() -> Iterator[None]:
+    yield
+    set_test_option("read-delay", False)
+
+
+def test_long_press_cancels_running_scan(reset_read_delay, testbed, start_daemon) -> None:
+    import json
+
+    from sohoa.testbed.demo import hold_button, press_button, wait_for_state
+    from sohoa.testbed.mosquitto import MessageRecorder
+
+    testbed.sections["scanner"] = {"device": TEST_DEVICE, "source": "Automatic Document Feeder", "mode": "Gray", "resolution": 75}
+    # About 0.4 s a page, so the long press lands while the ten pages of the test feeder are read.
+    testbed.rewrite_config("scanner.options", **{"read-delay": True, "read-delay-duration": 200000})
+    testbed.rewrite_config("gpio", long_press_seconds=0.2)
+    with MessageRecorder(testbed.broker.host, testbed.broker.port, EVENT_TOPIC) as recorder:
+        daemon = start_daemon()
+        page_added = page_added_event(daemon)
+        press_button(daemon)
+        assert page_added.wait(60), "no page was scanned"
+        hold_button(daemon)
+
+        message = recorder.wait_for(event_named("job_cancelled"), 60)
+        event = json.loads(message.payload)
+        assert wait_for_state(daemon, lambda s: s["state"] == "ready", 60) is not None
+
+    journal = Journal(testbed.config().journal_path)
+    try:
+        jobs = journal.jobs_in(*JOB_STATES)
+        pages = journal.pages(jobs[0].id)
+    finally:
+        journal.close()
+    assert [job.state for job in jobs] == ["cancelled"]
+    assert (event["job_id"], event["stage"], event["origin"]) == (jobs[0].id, "scanning", "button")
+    assert 1 <= jobs[0].page_count < 10
+    assert event["pages"] == jobs[0].page_count
+    assert all(Path(page.path).is_file() for page in pages)
+
+
+def test_profile_button_job_cancelled_before_build(testbed, start_daemon) -> None:
+    import json
+
+    from sohoa.testbed.demo import hold_button, load_feeder, press_button, sample_pages, wait_for_state
+    from sohoa.testbed.mosquitto import MessageRecorder
+
+    load_feeder(testbed.feeder_dir, sample_pages()[:1])
+    testbed.rewrite_config("profiles.vanban", label="Văn bản", mode="Gray")
+    testbed.rewrite_config("gpio", long_press_seconds=0.2)
+    add_profile_buttons(testbed, {PROFILE_BUTTON: "vanban"})
+    with MessageRecorder(testbed.broker.host, testbed.broker.port, EVENT_TOPIC) as recorder:
+        daemon = start_daemon()
+        press_button(daemon, "vanban")
+        assert wait_for_state(daemon, lambda s: s["stage"] == "recognizing", 60) is not None
+        hold_button(daemon, "vanban")
+
+        event = json.loads(recorder.wait_for(event_named("job_cancelled"), JOB_TIMEOUT).payload)
+        state = wait_for_state(daemon, lambda s: s["stage"] == "idle", 60)
+        assert state is not None
+
+    journal = Journal(testbed.config().journal_path)
+    try:
+        jobs = journal.jobs_in(*JOB_STATES)
+    finally:
+        journal.close()
+    assert [(job.state, job.profile, job.origin) for job in jobs] == [("cancelled", "vanban", "button")]
+    assert jobs[0].pdf_path is None and jobs[0].signed_path is None
+    # The step that was next, and did not run.
+    assert (event["job_id"], event["stage"]) == (jobs[0].id, "building")
+    assert state["queue"]["to_build"] == 0 and state["queue"]["to_sign"] == 0
+
+
+def test_flatbed_presses_then_long_press_finishes(testbed, start_daemon) -> None:
+    from sohoa.daemon import FLATBED_OPEN_MESSAGE
+    from sohoa.i18n import gettext
+    from sohoa.testbed.demo import hold_button, load_feeder, press_button, sample_pages, wait_for_state
+
+    load_feeder(testbed.feeder_dir, sample_pages()[:2])
+    testbed.rewrite_config("profiles.banggoc", label="Bản gốc", flatbed=True)
+    testbed.rewrite_config("gpio", long_press_seconds=0.2)
+    add_profile_buttons(testbed, {FLATBED_BUTTON: "banggoc"})
+    daemon = start_daemon()
+
+    press_button(daemon, "banggoc")
+    assert wait_for_state(daemon, lambda s: (s["open_document"] or {}).get("pages") == 1 and s["stage"] == "idle", 60) is not None
+    press_button(daemon, "banggoc")
+    state = wait_for_state(daemon, lambda s: (s["open_document"] or {}).get("pages") == 2 and s["stage"] == "idle", 60)
+    assert state is not None
+    assert state["message"] == gettext(FLATBED_OPEN_MESSAGE).format(pages=2)
+    assert state["open_document"]["profile"] == "banggoc"
+
+    hold_button(daemon, "banggoc")
+    state = wait_for_state(daemon, lambda s: s["open_document"] is None and s["stage"] == "recognizing", 60)
+    assert state is not None, "the finished flatbed document did not go on to recognition"
+    # Cancel it there, so that the test does not wait for OCR, building and signing.
+    hold_button(daemon, "banggoc")
+    assert wait_for_state(daemon, lambda s: s["stage"] == "idle", JOB_TIMEOUT) is not None
+
+    journal = Journal(testbed.config().journal_path)
+    try:
+        jobs = journal.jobs_in(*JOB_STATES)
+    finally:
+        journal.close()
+    assert [(job.state, job.profile, job.page_count) for job in jobs] == [("cancelled", "banggoc", 2)]
+
+
+class MessageEvent(logging.Handler):
+    """A logging handler that sets an event when a record contains ``text``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen.set()
+
+
+def test_daemon_stops_polling_scanner_without_buttons(testbed, start_daemon, caplog) -> None:
+    testbed.rewrite_config("capture", scanner_buttons=True, poll_seconds=0.1)
+    caplog.set_level(logging.INFO, logger="sohoa.triggers")
+    handler = MessageEvent("Polling of scanner pnm:0 stopped")
+    logging.getLogger("sohoa.triggers").addHandler(handler)
+    try:
+        daemon = start_daemon()
+        assert handler.seen.wait(30), "the daemon did not poll the scanner"
+    finally:
+        logging.getLogger("sohoa.triggers").removeHandler(handler)
+    assert daemon._triggers.stopped
+    assert daemon._worker_wait_seconds() == 0.1
