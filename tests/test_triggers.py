@@ -130,11 +130,11 @@ def press(pin) -> None:
     pin.drive_high()
 
 
-def hold(pin, held: threading.Event) -> None:
+def hold(pin, long_press_seen: threading.Event) -> None:
     """Hold ``pin`` low until gpiozero reports the long press, then release it."""
     pin.drive_low()
     try:
-        assert held.wait(TIMEOUT), "gpiozero reported no long press"
+        assert long_press_seen.wait(TIMEOUT), "gpiozero reported no long press"
     finally:
         pin.drive_high()
 
@@ -152,10 +152,10 @@ def test_profile_button_passes_its_profile(make_panel, factory) -> None:
 
 def test_long_press_is_not_a_press(make_panel, factory) -> None:
     presses = Recorder()
-    held = threading.Event()
-    front = make_panel(presses, held.set, long_press_seconds=0.05)
+    long_press_seen = threading.Event()
+    front = make_panel(presses, long_press_seen.set, long_press_seconds=0.05)
 
-    hold(factory.pin(BUTTON), held)
+    hold(factory.pin(BUTTON), long_press_seen)
 
     assert presses.calls == []
     # The next short press counts again.
@@ -166,10 +166,10 @@ def test_long_press_is_not_a_press(make_panel, factory) -> None:
 
 def test_profile_button_long_press_cancels(make_panel, factory) -> None:
     presses = Recorder()
-    held = threading.Event()
-    make_panel(presses, held.set, long_press_seconds=0.05, buttons=[ButtonConfig(pin=PROFILE_BUTTON, profile="vanbang")])
+    long_press_seen = threading.Event()
+    make_panel(presses, long_press_seen.set, long_press_seconds=0.05, buttons=[ButtonConfig(pin=PROFILE_BUTTON, profile="vanbang")])
 
-    hold(factory.pin(PROFILE_BUTTON), held)
+    hold(factory.pin(PROFILE_BUTTON), long_press_seen)
 
     assert presses.calls == []
 

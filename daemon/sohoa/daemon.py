@@ -52,6 +52,13 @@ STAGE_MESSAGES = {
     "building": N_("Building the PDF document."),
     "signing": N_("Signing the document."),
 }
+# What a long press does, for the log, by the action request_cancel returns.
+LONG_PRESS_ACTIONS = {
+    "scan": "cancelling the scan",
+    "finish_flatbed": "finishing the flatbed document",
+    "job": "cancelling the job being processed",
+    "nothing": "nothing to cancel",
+}
 # Shown while a flatbed document is open and the worker is idle.
 FLATBED_OPEN_MESSAGE = N_(
     "Flatbed document open, pages scanned: {pages}. Place the next page and press the button, or hold the button to finish the document."
@@ -104,7 +111,7 @@ class Daemon:
         self._processing_job_id: str | None = None
         self._cancel_job_id: str | None = None
         self._finish_flatbed_requested = False
-        self._triggers = ScannerTriggers(config, self.request_scan) if ScannerTriggers.wanted(config.capture) else None
+        self._triggers = ScannerTriggers(config, self.request_scan) if ScannerTriggers.enabled_in(config.capture) else None
         self._stage = "idle"
         self._alerts: dict[str, Alert] = {}
         self._last_error: Alert | None = None
@@ -251,10 +258,11 @@ class Daemon:
     def request_cancel(self, origin: str = "button") -> str:
         """Act on a long press; called on other threads, so it only sets flags. Return what it asked for.
 
-        In order: a running or requested scan is cancelled ("scan"); else an
-        open flatbed document is finished ("finish_flatbed"); else the job the
-        worker is recognizing, building or signing is cancelled before its next
-        step ("job"); else nothing happens ("nothing").
+        The first that applies: a running or requested scan is cancelled
+        ("scan"). An open flatbed document is finished ("finish_flatbed"). The
+        job that the worker is recognizing or building is cancelled before
+        its next step ("job"). Otherwise nothing happens ("nothing"). Reading
+        the journal here is safe because the journal locks every access.
         """
         with self._lock:
             if self._scan_requested is not None and not self._scanning:
@@ -271,7 +279,7 @@ class Daemon:
                 action = "job"
             else:
                 action = "nothing"
-        log.info("Long press from %s: %s", origin, {"scan": "cancelling the scan", "finish_flatbed": "finishing the flatbed document", "job": "cancelling the job being processed", "nothing": "nothing to cancel"}[action])
+        log.info("Long press from %s: %s", origin, LONG_PRESS_ACTIONS[action])
         self._signal_long_press(action)
         self._work.set()
         return action
@@ -317,7 +325,7 @@ class Daemon:
                 # On this thread, so the probe never overlaps a scan or a signature.
                 if self._device_probe.refresh_if_due():
                     self._publish()
-                # Also on this thread, because libsane is not thread-safe; only while no scan is waiting.
+                # Also on this thread, because libsane is not thread-safe. A waiting scan goes first.
                 if self._triggers is not None and self._scan_requested is None and not self._stop.is_set():
                     self._triggers.poll_if_due()
             except Exception:
@@ -449,7 +457,8 @@ class Daemon:
                 self._set_stage("signing")
                 if job.duplicate_of:
                     self._signal_duplicate(job)
-            if job.state == "built" and not self._cancel_if_requested(job):
+            # A long press during signing cancels nothing: the signed document goes on to the archive.
+            if job.state == "built" and not self._cancel_if_requested(job, last_chance=True):
                 job = self.pipeline.sign(job)
             return self.journal.get_job(job.id)
         finally:
@@ -457,11 +466,16 @@ class Daemon:
                 self._processing_job_id = None
                 self._cancel_job_id = None
 
-    def _cancel_if_requested(self, job) -> bool:
-        """Cancel ``job`` if a long press asked for it while its previous step ran; return whether it was cancelled."""
+    def _cancel_if_requested(self, job, *, last_chance: bool = False) -> bool:
+        """Cancel ``job`` if a long press asked for it while its previous step ran; return whether it was cancelled.
+
+        With ``last_chance``, later long presses no longer target the job.
+        """
         with self._lock:
             requested = self._cancel_job_id == job.id
             self._cancel_job_id = None
+            if last_chance:
+                self._processing_job_id = None
         if not requested:
             return False
         stage = self._stage

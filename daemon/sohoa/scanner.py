@@ -423,7 +423,7 @@ class Scanner:
         it sets them; a flatbed profile scans one page. ``on_page`` is called
         after each page file is durably on disk. Setting ``cancel`` from
         another thread stops the batch within one scan line or before the next
-        page; the outcome then carries a ScanCancelledError and the pages
+        page. The outcome then carries a ScanCancelledError and the pages
         finished before it. Raises
         FeederEmptyError when there was no page at all, ScannerNotFoundError
         when the device cannot be opened and ScannerError when it rejects a

@@ -100,8 +100,8 @@ class ScannerTriggers:
         self.stopped = False
 
     @staticmethod
-    def wanted(capture: CaptureConfig) -> bool:
-        """Return whether ``capture`` asks for any polling at all."""
+    def enabled_in(capture: CaptureConfig) -> bool:
+        """Return whether ``capture`` turns on scanner buttons or automatic start, the two uses of polling."""
         return capture.scanner_buttons or capture.auto_start
 
     @property

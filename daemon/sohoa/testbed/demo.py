@@ -205,17 +205,17 @@ def hold_button(daemon, profile: str | None = None, timeout: float = 10.0) -> No
     Raises TimeoutError if gpiozero reports no long press within ``timeout`` seconds.
     """
     button = daemon.panel.button_for(profile)
-    held = threading.Event()
+    long_press_seen = threading.Event()
     handler = button.when_held
 
     def on_held() -> None:
         handler()
-        held.set()
+        long_press_seen.set()
 
     button.when_held = on_held
     try:
         button.pin.drive_low()
-        if not held.wait(timeout):
+        if not long_press_seen.wait(timeout):
             raise TimeoutError(f"no long press reported within {timeout} s")
     finally:
         button.pin.drive_high()
