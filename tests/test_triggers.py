@@ -164,7 +164,7 @@ def test_long_press_is_not_a_press(make_panel, factory) -> None:
     assert presses.calls == [{}]
 
 
-def test_profile_button_long_press_cancels(make_panel, factory) -> None:
+def test_profile_button_hold_is_long_press(make_panel, factory) -> None:
     presses = Recorder()
     long_press_seen = threading.Event()
     make_panel(presses, long_press_seen.set, long_press_seconds=0.05, buttons=[ButtonConfig(pin=PROFILE_BUTTON, profile="vanbang")])
