@@ -360,23 +360,29 @@ def test_new_states_in_reports_and_recovery(make_pipeline) -> None:
 # scanner buttons and the paper sensor, polled through libsane
 
 
-def make_triggers(tmp_path, request: Recorder, **capture: object) -> ScannerTriggers:
+def make_triggers(tmp_path, request: Recorder, clock: Callable[[], float] | None = None, **capture: object) -> ScannerTriggers:
     config = box_config(
         tmp_path,
         scanner={"device": TEST_DEVICE},
         capture=capture,
         profiles={"vanbang": {"label": "Văn bằng"}},
     )
-    return ScannerTriggers(config, request)
+    if clock is None:
+        return ScannerTriggers(config, request)
+    return ScannerTriggers(config, request, clock=clock)
 
 
 def test_auto_detect_finds_read_only_bools(tmp_path, reset_test_options) -> None:
     set_test_option("enable-test-options", True)
     request = Recorder()
-    triggers = make_triggers(tmp_path, request, scanner_buttons=True)
+    clock = FakeClock()
+    triggers = make_triggers(tmp_path, request, clock, scanner_buttons=True, poll_seconds=1.0)
 
-    assert triggers.poll() == []
-    assert triggers.poll() == []
+    assert triggers.poll_if_due()
+    clock.now += 0.5
+    assert not triggers.poll_if_due()
+    clock.now += 0.5
+    assert triggers.poll_if_due()
 
     # The test backend's only options with SANE_CAP_SOFT_DETECT and without SANE_CAP_SOFT_SELECT.
     assert [sensor.name for sensor in triggers.sensors] == ["bool-hard-select-soft-detect", "bool-soft-detect"]
@@ -386,12 +392,15 @@ def test_auto_detect_finds_read_only_bools(tmp_path, reset_test_options) -> None
 
 def test_no_buttons_logged_once_then_stops(tmp_path, caplog) -> None:
     request = Recorder()
-    triggers = make_triggers(tmp_path, request, scanner_buttons=True, auto_start=True, poll_seconds=0.1)
+    clock = FakeClock()
+    triggers = make_triggers(tmp_path, request, clock, scanner_buttons=True, auto_start=True, poll_seconds=0.1)
     caplog.set_level(logging.INFO, logger="sohoa.triggers")
 
     assert triggers.poll_if_due()
+    clock.now += 0.05
     assert not triggers.poll_if_due()
-    triggers._clock = lambda: 10**9
+    # Past the poll interval, but polling has stopped.
+    clock.now += 1
     assert not triggers.poll_if_due()
 
     assert triggers.stopped
