@@ -24,7 +24,7 @@ from sohoa.journal import JOB_STATES, Journal
 from sohoa.pipeline import CaptureRequest, Pipeline
 from sohoa.recovery import open_journal
 from sohoa.report.collect import read_jobs, summarize_jobs
-from sohoa.scanner import SaneStatus, Scanner, _snap_image, initialize_sane, sane_status_of
+from sohoa.scanner import SANE_LOCK, SaneStatus, Scanner, _snap_image, initialize_sane, sane_status_of
 from sohoa.triggers import ScannerTriggers
 
 TIMEOUT = 5.0
@@ -80,13 +80,17 @@ def box_config(tmp_path: Path, *, scanner: dict, capture: dict | None = None, pr
 
 
 def set_test_option(name: str, value: object, device_name: str = TEST_DEVICE) -> None:
-    """Set a SANE option of the test backend through libsane, as another frontend would."""
+    """Set a SANE option of the test backend through libsane, as another frontend would.
+
+    It holds SANE_LOCK, so that it may run while a daemon polls the same device.
+    """
     initialize_sane()
-    device = sane.open(device_name)
-    try:
-        setattr(device, name.replace("-", "_"), value)
-    finally:
-        device.close()
+    with SANE_LOCK:
+        device = sane.open(device_name)
+        try:
+            setattr(device, name.replace("-", "_"), value)
+        finally:
+            device.close()
 
 
 @pytest.fixture
@@ -635,3 +639,36 @@ def test_daemon_stops_polling_scanner_without_buttons(testbed, start_daemon, cap
         logging.getLogger("sohoa.triggers").removeHandler(handler)
     assert daemon._triggers.stopped
     assert daemon._worker_wait_seconds() == 0.1
+
+
+def test_scanner_button_starts_daemon_scan(reset_test_options, testbed, start_daemon, caplog) -> None:
+    from sohoa.testbed.demo import wait_for_state
+
+    testbed.sections["scanner"] = {"device": TEST_DEVICE, "source": "Automatic Document Feeder", "mode": "Gray", "resolution": 75, "max_pages": 2}
+    testbed.rewrite_config("profiles.vanban", label="Văn bản")
+    testbed.rewrite_config(
+        "capture",
+        scanner_buttons=True,
+        poll_seconds=0.1,
+        scanner_button_options=["bool-soft-select-soft-detect"],
+    )
+    testbed.rewrite_config("capture.scanner_button_profiles", **{"bool-soft-select-soft-detect": "vanban"})
+    set_test_option("enable-test-options", True)
+    caplog.set_level(logging.INFO, logger="sohoa.triggers")
+    baseline = MessageEvent("Polling scanner test:0 every")
+    logging.getLogger("sohoa.triggers").addHandler(baseline)
+    try:
+        daemon = start_daemon()
+        assert baseline.seen.wait(30), "the daemon did not poll the scanner"
+        set_test_option("bool-soft-select-soft-detect", True)
+        # The test feeder holds ten pages, so max_pages = 2 leaves the job interrupted, before OCR.
+        assert wait_for_state(daemon, lambda s: s["queue"]["interrupted"] == 1, 60) is not None
+    finally:
+        logging.getLogger("sohoa.triggers").removeHandler(baseline)
+
+    journal = Journal(testbed.config().journal_path)
+    try:
+        jobs = journal.jobs_in(*JOB_STATES)
+    finally:
+        journal.close()
+    assert [(job.profile, job.origin, job.page_count) for job in jobs] == [("vanban", "scanner_button", 2)]

@@ -31,8 +31,9 @@ Feeder"`` works without any of this: it returns ten pages, then
 SANE_STATUS_NO_DOCS.
 
 libsane is initialised once per process, on first use, and reads
-``SANE_CONFIG_DIR`` at that moment. libsane is not thread-safe, so use one
-:class:`Scanner` at a time.
+``SANE_CONFIG_DIR`` at that moment. libsane is not thread-safe, so every use
+of it in sohoa holds :data:`SANE_LOCK`: a batch, a probe, a device listing
+and a poll of the scanner's buttons.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import enum
 import logging
 import re
 import tempfile
+import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -147,6 +149,18 @@ def _load_libsane() -> ctypes.CDLL:
 _libsane: ctypes.CDLL | None = None
 _init_lock = threading.Lock()
 _initialized = False
+# Held around every sequence of libsane calls, because libsane is not thread-safe.
+# Reentrant, so that a holder may call a function that takes it again.
+SANE_LOCK = threading.RLock()
+
+
+def _holding_sane_lock(method: Callable) -> Callable:
+    @functools.wraps(method)
+    def locked(*arguments, **keywords):
+        with SANE_LOCK:
+            return method(*arguments, **keywords)
+
+    return locked
 
 
 def initialize_sane() -> None:
@@ -391,6 +405,7 @@ class Scanner:
     def uses_virtual_feeder(self) -> bool:
         return self.config.device.startswith(VIRTUAL_FEEDER_PREFIX) and self.config.feeder_dir is not None
 
+    @_holding_sane_lock
     def probe(self) -> ScannerInfo:
         """Open the device, apply the configured options and close it again.
 
@@ -409,6 +424,7 @@ class Scanner:
         # Devices reached through the net backend or by a path may not be listed.
         return ScannerInfo(device=self.config.device, vendor="", model="", type="")
 
+    @_holding_sane_lock
     def scan_batch(
         self,
         job_dir: Path,

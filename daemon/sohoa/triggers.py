@@ -16,11 +16,11 @@ the daemon for a scan on a rising edge (false, then true):
 The first reading after start-up only sets the baseline, so paper already in
 the feeder, or a button held, when the daemon starts, starts nothing.
 
-Polls run on the daemon's worker thread between its other steps, because
-libsane is not thread-safe and the worker is the thread that scans. So a poll
-never overlaps a scan, and no poll runs while the worker recognizes, builds
-or signs a document: a scanner button pressed and released during that time
-is not seen.
+Polls run on the daemon's worker thread between its other steps, and hold
+:data:`sohoa.scanner.SANE_LOCK`, because libsane is not thread-safe. So a
+poll never overlaps a scan, and no poll runs while the worker recognizes,
+builds or signs a document: a scanner button pressed and released during
+that time is not seen.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import sane
 
 from sohoa.config import CaptureConfig, Config
 from sohoa.errors import ScannerError
-from sohoa.scanner import close_device, open_device
+from sohoa.scanner import SANE_LOCK, close_device, open_device
 
 log = logging.getLogger(__name__)
 
@@ -126,13 +126,25 @@ class ScannerTriggers:
         """
         if self.stopped:
             return []
+        with SANE_LOCK:
+            values = self._read_sensors()
+        if values is None:
+            return []
+
+        risen = self._rising_edges(values)
+        if risen:
+            self._request(risen[0])
+        return risen
+
+    def _read_sensors(self) -> dict[str, bool | None] | None:
+        """Return the value of each polled option by name, or None when the device cannot be opened."""
         try:
             device = open_device(self._device_name)
         except ScannerError as exc:
             if not self._open_failed:
                 log.warning("Cannot poll the buttons and sensors of scanner %s, trying again every %.1f s: %s", self._device_name, self._capture.poll_seconds, exc)
             self._open_failed = True
-            return []
+            return None
         if self._open_failed:
             log.info("Polling the buttons and sensors of scanner %s again", self._device_name)
             self._open_failed = False
@@ -140,14 +152,9 @@ class ScannerTriggers:
         try:
             if self._sensors is None:
                 self._sensors = self._find_sensors(device)
-            values = {sensor.name: self._read(device, sensor) for sensor in self._sensors}
+            return {sensor.name: self._read(device, sensor) for sensor in self._sensors}
         finally:
             close_device(device, self._device_name)
-
-        risen = self._rising_edges(values)
-        if risen:
-            self._request(risen[0])
-        return risen
 
     # finding the options
 
