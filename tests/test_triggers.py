@@ -661,7 +661,7 @@ def test_scanner_button_starts_daemon_scan(reset_test_options, testbed, start_da
         daemon = start_daemon()
         assert baseline.seen.wait(30), "the daemon did not poll the scanner"
         set_test_option("bool-soft-select-soft-detect", True)
-        # The test feeder holds ten pages, so max_pages = 2 leaves the job interrupted, before OCR.
+        # The test feeder contains ten pages, so max_pages = 2 leaves the job interrupted, before OCR.
         assert wait_for_state(daemon, lambda s: s["queue"]["interrupted"] == 1, 60) is not None
     finally:
         logging.getLogger("sohoa.triggers").removeHandler(baseline)

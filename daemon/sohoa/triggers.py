@@ -74,12 +74,14 @@ def is_read_only_bool(option: sane.Option) -> bool:
 class ScannerTriggers:
     """Poll the scanner's buttons and paper sensor every ``capture.poll_seconds``; call ``request_scan`` on a rising edge.
 
-    Call :meth:`poll_if_due` only from the thread that scans. The options to
-    poll are found on the first poll that opens the device: the configured
-    ``capture.scanner_button_options``, or every read-only bool option when
-    that list is empty, and the first of ``capture.paper_sensor_options`` that
-    the device has. A feature whose options the device lacks is logged once
-    and not polled again; when neither is left, polling stops.
+    A poll holds SANE_LOCK, so it never overlaps another use of libsane in
+    the process. The daemon polls from its worker thread, between scans and
+    jobs. The options to poll are found on the first poll that opens the
+    device: the configured ``capture.scanner_button_options``, or every
+    read-only bool option when that list is empty, and the first of
+    ``capture.paper_sensor_options`` that the device has. A feature whose
+    options the device lacks is logged once and not polled again. When
+    neither feature is left, polling stops.
     """
 
     def __init__(
