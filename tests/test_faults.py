@@ -119,7 +119,7 @@ class HangingScanner:
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def scan_batch(self, job_dir: Path, on_page=None, *, profile=None) -> ScanOutcome:
+    def scan_batch(self, job_dir: Path, on_page=None, *, profile=None, cancel=None) -> ScanOutcome:
         self.entered.set()
         self.release.wait(timeout=120)
         return ScanOutcome((), None)

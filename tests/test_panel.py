@@ -260,7 +260,9 @@ def test_mock_factory_from_config() -> None:
     config = GpioConfig(pin_factory="mock", button_pin=BUTTON, green_led_pin=GREEN, red_led_pin=RED)
     front = Panel(config, lambda: presses.append(1))
     try:
+        # A press counts on release, because holding the button is a long press.
         front.button.pin.drive_low()
+        front.button.pin.drive_high()
         front.show("error")
         assert presses == [1]
         assert front.red_led.pin.state is True

@@ -54,12 +54,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     labels = {
         "scanning": _("scanning"),
         "interrupted": _("interrupted (waiting for the next press)"),
+        "collecting": _("flatbed document open (waiting for more pages)"),
         "captured": _("waiting for text recognition"),
         "recognized": _("waiting for the PDF to be built"),
         "built": _("waiting for signature"),
         "signed": _("waiting for upload"),
         "uploaded": _("uploaded to the archive"),
         "failed": _("failed, needs a person"),
+        "cancelled": _("cancelled by staff (pages kept)"),
     }
     print(_("Documents by state:"))
     for state, count in counts.items():

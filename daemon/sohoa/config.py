@@ -114,6 +114,17 @@ class CaptureConfig(_Section):
     scanner_buttons: bool = Field(default=False, description="Poll the scanner's own buttons, where its SANE backend exposes them")
     auto_start: bool = Field(default=False, description="Start a scan when paper is placed in the feeder")
     poll_seconds: float = Field(default=1.0, gt=0, le=60, description="How often the scanner's buttons and feeder are polled")
+    scanner_button_options: list[str] = Field(
+        default_factory=list,
+        description="SANE options read as scanner buttons; empty finds the read-only (soft-detect, not soft-select) bool options",
+    )
+    scanner_button_profiles: dict[str, str] = Field(
+        default_factory=dict, description="Capture profile started by each scanner button, by SANE option name"
+    )
+    paper_sensor_options: list[str] = Field(
+        default_factory=lambda: ["page-loaded", "adf-loaded", "document-loaded", "paper-loaded", "adf-paper", "feeder-loaded"],
+        description="SANE options that report paper in the feeder, tried in order; the first the scanner has is used",
+    )
     separator_sheets: bool = Field(default=True, description="Start a new document at each sohoa separator or cover sheet")
     hot_folder: Path | None = Field(default=None, description="Folder where network scanners save files to import")
     hot_folder_profile: str | None = Field(
@@ -278,6 +289,9 @@ class Config(_Section):
         profile = self.capture.hot_folder_profile
         if profile is not None and profile not in self.profiles:
             raise ValueError(f"capture.hot_folder_profile: profile {profile!r} has no [profiles.{profile}] section")
+        for option, profile in self.capture.scanner_button_profiles.items():
+            if profile not in self.profiles:
+                raise ValueError(f"capture.scanner_button_profiles: {option} names profile {profile!r}, which has no [profiles.{profile}] section")
         return self
 
     @property

@@ -35,6 +35,7 @@ from sohoa.errors import (
     DiskFullError,
     HardwareError,
     HotFolderError,
+    ScanCancelledError,
     SigningError,
     SohoaError,
     UploadError,
@@ -45,6 +46,7 @@ from sohoa.mqtt_commands import Command, CommandReply
 from sohoa.pipeline import CaptureRequest, Pipeline
 from sohoa.splitting import page_count_error
 from sohoa.sysinfo import DeviceProbe, cpu_temperature_c, digitized_counts, disk_free_mb, model_versions
+from sohoa.triggers import ScannerTriggers
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,17 @@ STAGE_MESSAGES = {
     "signing": N_("Signing the document."),
     "importing": N_("Importing a file from the hot folder."),
 }
+# What a long press does, for the log, by the action request_cancel returns.
+LONG_PRESS_ACTIONS = {
+    "scan": "cancelling the scan",
+    "finish_flatbed": "finishing the flatbed document",
+    "job": "cancelling the job being processed",
+    "nothing": "nothing to cancel",
+}
+# Shown while a flatbed document is open and the worker is idle.
+FLATBED_OPEN_MESSAGE = N_(
+    "Flatbed document open, pages scanned: {pages}. Place the next page and press the button, or hold the button to finish the document."
+)
 # How often the uploader thread looks for confirmed documents past box.retention_days.
 PURGE_INTERVAL_SECONDS = 3600.0
 # How often the uploader thread rebuilds the progress summary that it publishes on MQTT.
@@ -99,6 +112,13 @@ class Daemon:
         self._lock = threading.Lock()
         self._scan_requested: CaptureRequest | None = None
         self._scanning = False
+        # A long press: stops the running scan (the scanner checks this event every scan line),
+        # cancels the job the worker is processing before its next step, or finishes the open flatbed document.
+        self._cancel_scan = threading.Event()
+        self._processing_job_id: str | None = None
+        self._cancel_job_id: str | None = None
+        self._finish_flatbed_requested = False
+        self._triggers = ScannerTriggers(config, self.request_scan) if ScannerTriggers.enabled_in(config.capture) else None
         self._stage = "idle"
         self._alerts: dict[str, Alert] = {}
         self._last_error: Alert | None = None
@@ -140,7 +160,7 @@ class Daemon:
             self.reporter.set_command_handler(self.handle_command)
             self.reporter.start()
         if self._panel_factory is not None:
-            self.panel = self._panel_factory(self.config.gpio, self.request_scan)
+            self.panel = self._panel_factory(self.config.gpio, self.request_scan, on_long_press=self.request_cancel)
         # Before the worker starts, so the probe cannot overlap a signature and the first state shows its alert.
         self._probe_unit_token()
         for name, target in (("worker", self._worker_loop), ("uploader", self._upload_loop)):
@@ -295,8 +315,49 @@ class Daemon:
                 log.info("Scan requested by %s while a scan is running: ignored", origin)
                 return
             self._scan_requested = CaptureRequest(profile=profile, origin=origin)
+            self._cancel_scan.clear()
         log.info("Scan requested by %s (profile %s)", origin, profile or "default")
         self._work.set()
+
+    def request_cancel(self, origin: str = "button") -> str:
+        """Act on a long press; called on other threads, so it only sets flags. Return what it asked for.
+
+        The first that applies: a running or requested scan is cancelled
+        ("scan"). An open flatbed document is finished ("finish_flatbed"). The
+        job that the worker is recognizing or building is cancelled before
+        its next step ("job"). Otherwise nothing happens ("nothing"). Reading
+        the journal here is safe because the journal locks every access.
+        """
+        with self._lock:
+            if self._scan_requested is not None and not self._scanning:
+                self._scan_requested = None
+                action = "scan"
+            elif self._scanning:
+                self._cancel_scan.set()
+                action = "scan"
+            elif self.journal.open_flatbed_job() is not None:
+                self._finish_flatbed_requested = True
+                action = "finish_flatbed"
+            elif self._processing_job_id is not None:
+                self._cancel_job_id = self._processing_job_id
+                action = "job"
+            else:
+                action = "nothing"
+        log.info("Long press from %s: %s", origin, LONG_PRESS_ACTIONS[action])
+        self._signal_long_press(action)
+        self._work.set()
+        return action
+
+    def _signal_long_press(self, action: str) -> None:
+        if self.panel is None or action == "nothing":
+            return
+        try:
+            if action == "finish_flatbed":
+                self.panel.beep_done()
+            else:
+                self.panel.signal_cancelled()
+        except HardwareError as exc:
+            log.error("Cannot signal the long press on the panel: %s", exc)
 
     @property
     def busy(self) -> bool:
@@ -307,7 +368,7 @@ class Daemon:
     def _worker_loop(self) -> None:
         while not self._stop.is_set():
             self._mark_progress()
-            self._work.wait(timeout=self.config.signing.retry_seconds)
+            self._work.wait(timeout=self._worker_wait_seconds())
             self._work.clear()
             if self._stop.is_set():
                 break
@@ -315,7 +376,11 @@ class Daemon:
                 request = self._scan_requested
                 self._scan_requested = None
                 self._scanning = request is not None
+                finish_flatbed = self._finish_flatbed_requested
+                self._finish_flatbed_requested = False
             try:
+                if finish_flatbed:
+                    self._finish_flatbed()
                 if request is not None:
                     self._run_scan(request)
                 with self._lock:
@@ -327,12 +392,27 @@ class Daemon:
                 if self._device_probe.refresh_if_due():
                     self._publish()
                 self._probe_unit_token_if_due()
+                # Also on this thread, because libsane is not thread-safe. A waiting scan goes first.
+                if self._triggers is not None and self._scan_requested is None and not self._stop.is_set():
+                    self._triggers.poll_if_due()
             except Exception:
                 log.exception("Worker step failed unexpectedly")
             finally:
                 with self._lock:
                     self._scanning = False
                 self._set_stage("idle")
+
+    def _worker_wait_seconds(self) -> float:
+        """Return how long the idle worker sleeps: the signing retry interval, or the poll interval when polling."""
+        if self._triggers is None:
+            return self.config.signing.retry_seconds
+        return min(self.config.signing.retry_seconds, self.config.capture.poll_seconds)
+
+    def _finish_flatbed(self) -> None:
+        job = self.pipeline.finish_flatbed()
+        if job is not None:
+            self._event("flatbed_finished", {"job_id": job.id, "pages": job.page_count, "profile": job.profile})
+            self._publish()
 
     def _run_scan(self, request: CaptureRequest) -> None:
         try:
@@ -346,7 +426,7 @@ class Daemon:
         self._clear_alert("page_count")
         self._set_stage("scanning")
         try:
-            result = self.pipeline.acquire(request)
+            result = self.pipeline.acquire(request, cancel=self._cancel_scan)
         except SohoaError as exc:
             self._end_scan()
             self._raise_alert("scanner", exc)
@@ -369,6 +449,10 @@ class Daemon:
             self._end_scan()
         self._last_scan = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self._check_page_counts(result.documents)
+        if isinstance(result.error, ScanCancelledError):
+            self._event("job_cancelled", self._cancelled_payload(result.job, result.pages_scanned, "scanning", request.origin))
+            self._publish()
+            return
         if result.error is not None:
             self._raise_alert("scanner", result.error)
             self._event(
@@ -406,6 +490,11 @@ class Daemon:
         """Accept presses again; done before an alert is shown, so a press that responds to the alert counts."""
         with self._lock:
             self._scanning = False
+            self._cancel_scan.clear()
+
+    @staticmethod
+    def _cancelled_payload(job, pages: int, stage: str, origin: str | None) -> dict:
+        return {"job_id": job.id if job else None, "pages": job.page_count if job else pages, "stage": stage, "origin": origin}
 
     def _check_disk(self) -> None:
         data_dir = self.config.box.data_dir
@@ -557,17 +646,43 @@ class Daemon:
                 self._upload_wake.set()
 
     def _process_job(self, job):
-        if job.state == "captured":
-            job = self.pipeline.recognize(job)
-            self._set_stage("building")
-        if job.state == "recognized":
-            job = self.pipeline.build(job)
-            self._set_stage("signing")
-            if job.duplicate_of:
-                self._signal_duplicate(job)
-        if job.state == "built":
-            job = self.pipeline.sign(job)
-        return job
+        with self._lock:
+            self._processing_job_id = job.id
+            self._cancel_job_id = None
+        try:
+            if job.state == "captured":
+                job = self.pipeline.recognize(job)
+                self._set_stage("building")
+            if job.state == "recognized" and not self._cancel_if_requested(job):
+                job = self.pipeline.build(job)
+                self._set_stage("signing")
+                if job.duplicate_of:
+                    self._signal_duplicate(job)
+            # A long press during signing cancels nothing: the signed document goes on to the archive.
+            if job.state == "built" and not self._cancel_if_requested(job, last_chance=True):
+                job = self.pipeline.sign(job)
+            return self.journal.get_job(job.id)
+        finally:
+            with self._lock:
+                self._processing_job_id = None
+                self._cancel_job_id = None
+
+    def _cancel_if_requested(self, job, *, last_chance: bool = False) -> bool:
+        """Cancel ``job`` if a long press asked for it while its previous step ran; return whether it was cancelled.
+
+        With ``last_chance``, later long presses no longer target the job.
+        """
+        with self._lock:
+            requested = self._cancel_job_id == job.id
+            self._cancel_job_id = None
+            if last_chance:
+                self._processing_job_id = None
+        if not requested:
+            return False
+        stage = self._stage
+        self.pipeline.cancel_job(job)
+        self._event("job_cancelled", self._cancelled_payload(job, job.page_count, stage, job.origin))
+        return True
 
     def _signal_duplicate(self, job) -> None:
         """Tell staff and MQTT subscribers that a job probably duplicates an earlier one; both are kept."""
@@ -718,8 +833,11 @@ class Daemon:
             lifecycle = "busy"
         else:
             lifecycle = "ready"
+        open_flatbed = self.journal.open_flatbed_job()
         if blocking:
             message = blocking[-1].message
+        elif open_flatbed is not None and self._stage == "idle":
+            message = _(FLATBED_OPEN_MESSAGE).format(pages=open_flatbed.page_count)
         else:
             message = _(STAGE_MESSAGES.get(self._stage, STAGE_MESSAGES["idle"]))
         free_mb = disk_free_mb(self.config.box.data_dir)
@@ -738,6 +856,9 @@ class Daemon:
                 "to_upload": counts["signed"],
                 "failed": counts["failed"],
             },
+            "open_document": None
+            if open_flatbed is None
+            else {"job_id": open_flatbed.id, "profile": open_flatbed.profile, "pages": open_flatbed.page_count},
             "last_error": None
             if self._last_error is None
             else {"code": self._last_error.code, "message": self._last_error.message, "at": self._last_error.at},

@@ -215,3 +215,9 @@ class AllPagesBlankError(ImageError):
     """Every page of a job was found blank, so there is no document to build; the scans are kept."""
 
     code = "all_pages_blank"
+
+
+class ScanCancelledError(ScannerError):
+    """Staff cancelled the scan with a long press; the pages read before it are kept."""
+
+    code = "scan_cancelled"

@@ -9,8 +9,12 @@ Job states, in order::
     scanning -> captured -> recognized -> built -> signed -> uploaded
 
 plus ``interrupted`` (the scan stopped on a jam, an open cover or an I/O error;
-the pages are kept and the next button press continues the same document) and
-``failed`` (a step failed in a way that needs a person; ``error_code`` says why).
+the pages are kept and the next button press continues the same document),
+``collecting`` (a flatbed document still open: each press adds one page, a
+long press moves it to ``captured``), ``cancelled`` (staff cancelled it with a
+long press; its pages stay in the spool folder and it is never signed or
+uploaded) and ``failed`` (a step failed in a way that needs a person;
+``error_code`` says why).
 A job waiting on something outside the box (a missing token, an unreachable
 archive) keeps its state and carries the reason in ``error_code``.
 
@@ -42,7 +46,7 @@ from sohoa.search import create_search_schema
 
 log = logging.getLogger(__name__)
 
-JOB_STATES = ("scanning", "interrupted", "captured", "recognized", "built", "signed", "uploaded", "failed")
+JOB_STATES = ("scanning", "interrupted", "collecting", "captured", "recognized", "built", "signed", "uploaded", "failed", "cancelled")
 # States that still need work on the box before upload.
 PENDING_STATES = ("captured", "recognized", "built")
 MANIFEST_NAME = "manifest.json"
@@ -301,6 +305,11 @@ class Journal:
 
     def latest_interrupted(self) -> Job | None:
         jobs = self.jobs_in("interrupted")
+        return jobs[-1] if jobs else None
+
+    def open_flatbed_job(self) -> Job | None:
+        """Return the flatbed document still collecting pages, or None."""
+        jobs = self.jobs_in("collecting")
         return jobs[-1] if jobs else None
 
     def state_counts(self) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""The box's front panel through gpiozero: one push button, two LEDs, an optional buzzer."""
+"""The box's front panel through gpiozero: the scan button, extra profile buttons, two LEDs, an optional buzzer."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from gpiozero import LED, Button, Buzzer, Device
 from gpiozero.exc import GPIOZeroError
 from gpiozero.pins import Factory
 
-from sohoa.config import GpioConfig
+from sohoa.config import ButtonConfig, GpioConfig
 from sohoa.errors import ConfigError, HardwareError
 from sohoa.i18n import N_
 
@@ -32,6 +32,8 @@ DUPLICATE_BEEP_SECONDS = 0.1
 DUPLICATE_BEEP_PAUSE_SECONDS = 0.15
 DUPLICATE_BEEP_COUNT = 2
 DUPLICATE_FLASH_SECONDS = 0.15
+# A cancelled job: one long beep, and the red LED lit as long, unlike every other signal.
+CANCEL_BEEP_SECONDS = 0.8
 
 # LED modes (green, red) for each status.
 _LED_PATTERNS = {
@@ -44,35 +46,56 @@ _LED_PATTERNS = {
 
 
 class Panel:
-    """The box's front panel: one push button, a green and a red LED, optionally a buzzer (BCM pins from GpioConfig).
+    """The box's front panel: the scan button, extra profile buttons, a green and a red LED, optionally a buzzer.
 
-    Wiring: the button connects ``button_pin`` to ground and the pin uses the
-    internal pull-up, so it reads low while pressed. Each LED is active high:
-    pin, series resistor (about 330 ohm), LED anode, cathode to ground. The
-    buzzer is an active buzzer, active high, on ``buzzer_pin``.
+    Wiring (BCM pins from GpioConfig): each button connects its pin to ground
+    and the pin uses the internal pull-up, so it reads low while pressed. Each
+    LED is active high: pin, series resistor (about 330 ohm), LED anode,
+    cathode to ground. The buzzer is an active buzzer, active high, on
+    ``buzzer_pin``.
 
-    ``on_press`` runs on gpiozero's event thread (on mock pins, on the thread
-    that drives the pin), so it must only enqueue work for the daemon and
-    return. Presses closer together than ``button_bounce_ms`` count once, as
-    measured by ``clock`` (monotonic seconds, replaceable in tests).
+    A short press counts when the button is released: the scan button calls
+    ``on_press()``, an extra button of ``gpio.buttons`` calls
+    ``on_press(profile=NAME)``. Holding any button ``gpio.long_press_seconds``
+    calls ``on_long_press()`` at that moment, and its release then counts as
+    no press, so a long press never starts a scan. The callbacks run on
+    gpiozero's threads (on mock pins, the hold callback on gpiozero's hold
+    thread and the others on the thread that drives the pin), so they must
+    only enqueue work for the daemon and return. Presses of one button closer
+    together than ``button_bounce_ms`` count once, as measured by ``clock``
+    (monotonic seconds, replaceable in tests).
 
-    The gpiozero devices are public as ``button``, ``green_led``, ``red_led``
-    and ``buzzer`` (None without ``buzzer_pin``) for diagnostics and tests.
+    The gpiozero devices are public as ``button``, ``profile_buttons`` (the
+    extra buttons, in ``gpio.buttons`` order), ``green_led``, ``red_led`` and
+    ``buzzer`` (None without ``buzzer_pin``) for diagnostics and tests.
     """
 
-    def __init__(self, gpio: GpioConfig, on_press: Callable[[], None], *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        gpio: GpioConfig,
+        on_press: Callable[..., None],
+        *,
+        on_long_press: Callable[[], object] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._config = gpio
         self._on_press = on_press
+        self._on_long_press = on_long_press
         self._clock = clock
         self._bounce_seconds = gpio.button_bounce_ms / 1000
-        self._last_press: float | None = None
+        # Per button pin: when its last press counted, and whether its current press was held long.
+        self._last_press: dict[int, float] = {}
+        self._held: set[int] = set()
         self._lock = threading.Lock()
         self._closed = False
 
         self._own_factory = _create_pin_factory(gpio.pin_factory)
         self._devices: list[Device] = []
         try:
-            self.button = self._add(Button(gpio.button_pin, pull_up=True, bounce_time=self._bounce_seconds or None, pin_factory=self._own_factory))
+            self.button = self._add(self._make_button(gpio.button_pin))
+            self.profile_buttons: list[tuple[ButtonConfig, Button]] = [
+                (entry, self._add(self._make_button(entry.pin))) for entry in gpio.buttons
+            ]
             self.green_led = self._add(LED(gpio.green_led_pin, pin_factory=self._own_factory))
             self.red_led = self._add(LED(gpio.red_led_pin, pin_factory=self._own_factory))
             self.buzzer: Buzzer | None = None
@@ -90,8 +113,19 @@ class Panel:
                 detail=exc,
             ) from exc
 
-        self.button.when_pressed = self._handle_press
+        self._wire(self.button, gpio.button_pin, None)
+        for entry, button in self.profile_buttons:
+            self._wire(button, entry.pin, entry.profile)
         log.info("Front panel ready on BCM pins %s", _describe_pins(gpio))
+
+    def button_for(self, profile: str | None) -> Button:
+        """Return the scan button for None, else the first extra button of ``profile``; KeyError if there is none."""
+        if profile is None:
+            return self.button
+        for entry, button in self.profile_buttons:
+            if entry.profile == profile:
+                return button
+        raise KeyError(f"no button for capture profile {profile!r}")
 
     def show(self, status: str) -> None:
         """Set the LEDs for ``status``, one of STATUSES.
@@ -131,6 +165,17 @@ class Panel:
                 )
         self._beep(DUPLICATE_BEEP_SECONDS, DUPLICATE_BEEP_PAUSE_SECONDS, DUPLICATE_BEEP_COUNT)
 
+    def signal_cancelled(self) -> None:
+        """Beep once for CANCEL_BEEP_SECONDS and light the red LED as long, in the background.
+
+        As for a duplicate, the red LED is used only while it is off, so an
+        error it shows is not hidden. Without a buzzer only the LED lights.
+        """
+        with self._lock, self._translate_errors():
+            if not self.red_led.is_lit:
+                self.red_led.blink(on_time=CANCEL_BEEP_SECONDS, off_time=0, n=1, background=True)
+        self._beep(CANCEL_BEEP_SECONDS, 0, 1)
+
     def close(self) -> None:
         """Switch everything off and release the pins, so devices can be created on them again."""
         with self._lock:
@@ -145,21 +190,54 @@ class Panel:
                 self._close_devices()
         log.info("Front panel closed")
 
-    def _handle_press(self) -> None:
+    def _make_button(self, pin: int) -> Button:
+        return Button(
+            pin,
+            pull_up=True,
+            bounce_time=self._bounce_seconds or None,
+            hold_time=self._config.long_press_seconds,
+            pin_factory=self._own_factory,
+        )
+
+    def _wire(self, button: Button, pin: int, profile: str | None) -> None:
+        button.when_pressed = lambda: self._held.discard(pin)
+        button.when_held = lambda: self._handle_hold(pin, profile)
+        button.when_released = lambda: self._handle_release(pin, profile)
+
+    def _handle_hold(self, pin: int, profile: str | None) -> None:
+        self._held.add(pin)
+        log.info("Button on BCM pin %d (profile %s) held for %.1f s", pin, profile or "default", self._config.long_press_seconds)
+        if self._on_long_press is not None:
+            self._call(self._on_long_press)
+
+    def _handle_release(self, pin: int, profile: str | None) -> None:
+        if pin in self._held:
+            self._held.discard(pin)
+            log.debug("Release after a long press on BCM pin %d: not a press", pin)
+            return
+
         # gpiozero 2.0.1's MockPin ignores bounce_time, so presses within the
         # bounce time are also dropped here, whatever the pin factory.
         now = self._clock()
-        if self._last_press is not None and now - self._last_press < self._bounce_seconds:
-            log.debug("Ignored a button press %.3f s after the previous one (bounce)", now - self._last_press)
+        last = self._last_press.get(pin)
+        if last is not None and now - last < self._bounce_seconds:
+            log.debug("Ignored a press on BCM pin %d %.3f s after the previous one (bounce)", pin, now - last)
             return
-        self._last_press = now
+        self._last_press[pin] = now
 
-        log.info("Button pressed")
+        log.info("Button on BCM pin %d pressed (profile %s)", pin, profile or "default")
+        if profile is None:
+            self._call(self._on_press)
+        else:
+            self._call(self._on_press, profile=profile)
+
+    @staticmethod
+    def _call(handler: Callable[..., object], **arguments: object) -> None:
         try:
-            self._on_press()
+            handler(**arguments)
         except Exception:
             # An exception would end gpiozero's event thread and with it every later press.
-            log.exception("Button press handler failed")
+            log.exception("Button handler failed")
 
     def _beep(self, on_seconds: float, off_seconds: float, count: int) -> None:
         if self.buzzer is None:
@@ -225,4 +303,6 @@ def _describe_pins(gpio: GpioConfig) -> str:
     pins = f"button {gpio.button_pin}, green LED {gpio.green_led_pin}, red LED {gpio.red_led_pin}"
     if gpio.buzzer_pin is not None:
         pins += f", buzzer {gpio.buzzer_pin}"
+    for entry in gpio.buttons:
+        pins += f", button {entry.pin} (profile {entry.profile})"
     return pins

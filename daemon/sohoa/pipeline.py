@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import shutil
+import threading
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from sohoa.errors import (
     FeederEmptyError,
     ImageError,
     PdfError,
+    ScanCancelledError,
     SignatureInvalidError,
     UploadConflictError,
     UploadRejectedError,
@@ -167,8 +169,8 @@ class Pipeline:
                 profile=name,
             ) from None
 
-    def acquire(self, request: CaptureRequest | None = None) -> ScanResult:
-        """Scan one batch: into the interrupted job if there is one, else into a new job.
+    def acquire(self, request: CaptureRequest | None = None, *, cancel: threading.Event | None = None) -> ScanResult:
+        """Scan one batch: into the open flatbed job or the interrupted job if there is one, else into a new job.
 
         Each page is journalled as soon as its file is durable. A batch that
         stops on a jam, an open cover or an I/O error leaves the job
@@ -176,17 +178,26 @@ class Pipeline:
         on an empty feeder finishes an interrupted job with the pages it has.
         With ``capture.separator_sheets``, each separator or cover sheet ends
         the current job and starts a new one (see :mod:`sohoa.splitting`).
+
+        A flatbed profile scans one page per press into a job that stays
+        ``collecting`` until :meth:`finish_flatbed`. A request for any other
+        profile finishes the open flatbed job first, so that job goes on to
+        recognition and the request starts its own job. Setting ``cancel``
+        stops the scan, and the job ends ``cancelled`` with the pages read
+        before it (a job without pages is discarded).
         """
         request = request or CaptureRequest()
-        job = self.journal.latest_interrupted()
+        open_job = self._open_flatbed_job_for(request)
+        job = open_job or self.journal.latest_interrupted()
         resuming = job is not None
         # A continued job keeps the profile it was started with.
         profile = self.profile(job.profile if resuming else request.profile)
+        collecting = profile is not None and profile.flatbed
         if job is None:
             job = self.journal.create_job(profile=request.profile, origin=request.origin)
         else:
             self.journal.set_state(job.id, "scanning", error_code=None, error_message=None)
-            log.info("Job %s: continuing the interrupted scan after page %d", job.id, job.page_count)
+            log.info("Job %s: continuing the %s scan after page %d", job.id, job.state, job.page_count)
 
         batch_dir = self.job_dir(job.id) / f"batch-{self._next_batch_number(job.id):02d}"
         splitter = BatchSplitter(
@@ -203,27 +214,35 @@ class Pipeline:
             splitter.record(PageFile(page.path, page.width, page.height, page.dpi))
 
         try:
-            outcome = self.scanner.scan_batch(batch_dir, on_page=record, profile=profile)
+            outcome = self.scanner.scan_batch(batch_dir, on_page=record, profile=profile, cancel=cancel)
         except FeederEmptyError as exc:
+            if open_job is not None:
+                return ScanResult(self.journal.set_state(job.id, "collecting"), 0, exc)
             if resuming and job.page_count > 0:
                 job = close_document(self.journal, job)
                 return ScanResult(job, 0, None, (job,))
             self._discard_empty_job(job.id)
             return ScanResult(None, 0, exc)
         except Exception as exc:
-            self._interrupt(self.journal.get_job(splitter.current.id), exc)
+            self._interrupt(self.journal.get_job(splitter.current.id), exc, collecting=collecting)
             raise
 
-        return self._finish_batch(splitter, outcome)
+        return self._finish_batch(splitter, outcome, collecting=collecting)
 
-    def _finish_batch(self, splitter: BatchSplitter, outcome) -> ScanResult:
-        """Interrupt or capture the job the batch ended in, and list the documents the press captured."""
+    def _finish_batch(self, splitter: BatchSplitter, outcome, *, collecting: bool) -> ScanResult:
+        """End the batch's last job (cancelled, interrupted, still collecting or captured) and list the documents the press captured."""
         job = self.journal.get_job(splitter.current.id)
         documents = list(splitter.closed)
         scanned = len(outcome.pages)
+        if isinstance(outcome.error, ScanCancelledError):
+            return ScanResult(self.cancel_job(job, outcome.error), scanned, outcome.error, tuple(documents))
         if outcome.error is not None:
-            job = self._interrupt(job, outcome.error)
+            job = self._interrupt(job, outcome.error, collecting=collecting)
             return ScanResult(job, scanned, outcome.error, tuple(documents))
+        if collecting:
+            job = self.journal.set_state(job.id, "collecting")
+            log.info("Job %s: flatbed document open with %d pages", job.id, job.page_count)
+            return ScanResult(job, scanned, None, tuple(documents))
         if job.page_count == 0:
             # Only sheets followed the last document, so no new document was started.
             self._discard_empty_job(job.id)
@@ -233,17 +252,53 @@ class Pipeline:
         documents.append(job)
         return ScanResult(job, scanned, None, tuple(documents))
 
+    def _open_flatbed_job_for(self, request: CaptureRequest) -> Job | None:
+        """Return the open flatbed job if ``request`` adds a page to it; finish it when the request is for another profile."""
+        job = self.journal.open_flatbed_job()
+        if job is None or job.profile == request.profile:
+            return job
+        log.info("Job %s: flatbed document finished because a scan with profile %s was requested", job.id, request.profile or "default")
+        self.finish_flatbed()
+        return None
+
+    def finish_flatbed(self) -> Job | None:
+        """Close the open flatbed job so that it is recognized, built and signed; return it, or None if none is open."""
+        job = self.journal.open_flatbed_job()
+        if job is None:
+            return None
+        job = close_document(self.journal, self.journal.update_job(job.id, error_code=None, error_message=None))
+        log.info("Job %s: flatbed document finished with %d pages", job.id, job.page_count)
+        return job
+
+    def cancel_job(self, job: Job, error: Exception | None = None) -> Job | None:
+        """End ``job`` as ``cancelled``, keeping its page files; discard it instead when it has no page.
+
+        Returns the cancelled job, or None when it was discarded.
+        """
+        if job.page_count == 0 and job.state in ("scanning", "collecting"):
+            self._discard_empty_job(job.id)
+            return None
+        code = getattr(error, "code", "scan_cancelled")
+        message = str(error) if error is not None else "Cancelled with a long press."
+        job = self.journal.set_state(job.id, "cancelled", error_code=code, error_message=message)
+        log.warning("Job %s cancelled with %d pages; its page files stay in %s", job.id, job.page_count, self.job_dir(job.id))
+        return job
+
     def _next_batch_number(self, job_id: str) -> int:
         folder = self.job_dir(job_id)
         return len(list(folder.glob("batch-*"))) + 1 if folder.exists() else 1
 
-    def _interrupt(self, job: Job, error: Exception) -> Job:
-        """Keep ``job`` as ``interrupted`` for the next press, or discard it when it has neither a page nor a sheet."""
+    def _interrupt(self, job: Job, error: Exception, *, collecting: bool = False) -> Job:
+        """Keep the pages of a failed batch: a flatbed job stays open, any other job becomes ``interrupted``.
+
+        A job with neither a page nor a sheet is discarded.
+        """
         code = getattr(error, "code", "scanner_failed")
         if job.page_count == 0 and not job.declared:
             self._discard_empty_job(job.id)
             return job
-        return self.journal.set_state(job.id, "interrupted", error_code=code, error_message=str(error))
+        state = "collecting" if collecting else "interrupted"
+        return self.journal.set_state(job.id, state, error_code=code, error_message=str(error))
 
     def _discard_empty_job(self, job_id: str) -> None:
         with self.journal.transaction() as db:

@@ -254,7 +254,7 @@ def repair_jobs(journal: Journal, config: Config, report: RecoveryReport) -> Non
     """Bring every job to a state whose files exist and match."""
     for job in journal.jobs_in("scanning"):
         end_cut_scan(journal, config, job, report)
-    for job in journal.jobs_in("interrupted", "captured", "recognized", "built", "signed"):
+    for job in journal.jobs_in("interrupted", "collecting", "captured", "recognized", "built", "signed"):
         check_job_files(journal, job, report)
     for job in journal.jobs_in("signed"):
         if adopt_legacy_timestamp_marker(journal, job, config.spool_dir / job.id) != job:

@@ -31,8 +31,9 @@ Feeder"`` works without any of this: it returns ten pages, then
 SANE_STATUS_NO_DOCS.
 
 libsane is initialised once per process, on first use, and reads
-``SANE_CONFIG_DIR`` at that moment. libsane is not thread-safe, so use one
-:class:`Scanner` at a time.
+``SANE_CONFIG_DIR`` at that moment. libsane is not thread-safe, so every use
+of it in sohoa holds :data:`SANE_LOCK`: a batch, a probe, a device listing
+and a poll of the scanner's buttons.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import enum
 import logging
 import re
 import tempfile
+import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,6 +60,7 @@ from sohoa.errors import (
     CoverOpenError,
     FeederEmptyError,
     PaperJamError,
+    ScanCancelledError,
     ScannerError,
     ScannerIOError,
     ScannerNotFoundError,
@@ -146,6 +149,18 @@ def _load_libsane() -> ctypes.CDLL:
 _libsane: ctypes.CDLL | None = None
 _init_lock = threading.Lock()
 _initialized = False
+# Held around every sequence of libsane calls, because libsane is not thread-safe.
+# Reentrant, so that a holder may call a function that takes it again.
+SANE_LOCK = threading.RLock()
+
+
+def _holding_sane_lock(method: Callable) -> Callable:
+    @functools.wraps(method)
+    def locked(*arguments, **keywords):
+        with SANE_LOCK:
+            return method(*arguments, **keywords)
+
+    return locked
 
 
 def initialize_sane() -> None:
@@ -210,6 +225,16 @@ def _open_device(device_name: str) -> sane.SaneDev:
             detail=exc,
             devices=seen,
         ) from exc
+
+
+def open_device(device_name: str) -> sane.SaneDev:
+    """Open ``device_name``, raising ScannerNotFoundError when it cannot be opened. Close it with :func:`close_device`."""
+    return _open_device(device_name)
+
+
+def close_device(device: sane.SaneDev, device_name: str) -> None:
+    """Cancel any operation on ``device`` and close it, logging rather than raising a SANE error."""
+    _close_device(device, device_name)
 
 
 def _close_device(device: sane.SaneDev, device_name: str) -> None:
@@ -334,15 +359,31 @@ class _VirtualFeeder:
         return target
 
 
-def _snap_image(device: sane.SaneDev) -> Image.Image:
+def _snap_image(device: sane.SaneDev, cancel: threading.Event | None = None) -> Image.Image:
     """Read the started page and return it as an 8-bit "L" or "RGB" image.
 
     NOTE: python-sane 2.9.2's ``SaneDev.snap()`` without 16-bit support
     misreads a 16-bit frame as an 8-bit one of twice the height, so the raw
     samples are read and reduced to 8 bits here.
+
+    When ``cancel`` is set during the read, ``sane_cancel`` is called from
+    python-sane's per-line progress callback, so on this same thread, and the
+    read ends with SANE_STATUS_CANCELLED. NOTE: the callback must not raise,
+    because python-sane 2.9.2 then releases a NULL result and the process
+    crashes with a segmentation fault.
     """
+    progress = None
+    if cancel is not None:
+        cancelled = False
+
+        def progress(_line: int, _lines: int) -> None:
+            nonlocal cancelled
+            if cancel.is_set() and not cancelled:
+                cancelled = True
+                device.dev.cancel()
+
     # no_cancel=True: an ADF backend keeps feeding only if no sane_cancel comes between pages.
-    data, width, height, samples, sample_size = device.dev.snap(True, True, None)
+    data, width, height, samples, sample_size = device.dev.snap(True, True, progress)
     if not data:
         raise RuntimeError("Scanner returned no data")
     if sample_size == 2:
@@ -364,6 +405,7 @@ class Scanner:
     def uses_virtual_feeder(self) -> bool:
         return self.config.device.startswith(VIRTUAL_FEEDER_PREFIX) and self.config.feeder_dir is not None
 
+    @_holding_sane_lock
     def probe(self) -> ScannerInfo:
         """Open the device, apply the configured options and close it again.
 
@@ -382,18 +424,23 @@ class Scanner:
         # Devices reached through the net backend or by a path may not be listed.
         return ScannerInfo(device=self.config.device, vendor="", model="", type="")
 
+    @_holding_sane_lock
     def scan_batch(
         self,
         job_dir: Path,
         on_page: Callable[[ScannedPage], None] | None = None,
         *,
         profile: ProfileConfig | None = None,
+        cancel: threading.Event | None = None,
     ) -> ScanOutcome:
         """Scan until the feeder is empty, writing ``job_dir/page-0001.png``... as pages arrive.
 
         ``profile`` overrides the configured source, mode and resolution where
         it sets them; a flatbed profile scans one page. ``on_page`` is called
-        after each page file is durably on disk. Raises
+        after each page file is durably on disk. Setting ``cancel`` from
+        another thread stops the batch within one scan line or before the next
+        page. The outcome then carries a ScanCancelledError and the pages
+        finished before it. Raises
         FeederEmptyError when there was no page at all, ScannerNotFoundError
         when the device cannot be opened and ScannerError when it rejects a
         configured option. A failure after that is returned in
@@ -411,7 +458,7 @@ class Scanner:
                     feeder.reset_backend(device, self.config.device)
                 self._apply_options(device, settings)
                 one_page = profile is not None and profile.flatbed
-                return self._scan_pages(device, feeder, job_dir, on_page, one_page=one_page)
+                return self._scan_pages(device, feeder, job_dir, on_page, one_page=one_page, cancel=cancel)
         finally:
             _close_device(device, self.config.device)
 
@@ -463,6 +510,7 @@ class Scanner:
         on_page: Callable[[ScannedPage], None] | None,
         *,
         one_page: bool = False,
+        cancel: threading.Event | None = None,
     ) -> ScanOutcome:
         is_feeder = self._is_feeder(device) and not one_page
         limit = self.config.max_pages if is_feeder else 1
@@ -471,9 +519,11 @@ class Scanner:
 
         while len(pages) < limit:
             try:
-                image = self._read_page(device, feeder)
+                image = self._read_page(device, feeder, cancel)
             except _FeederEmpty:
                 return self._finish_empty(pages)
+            except ScanCancelledError as error:
+                return ScanOutcome(tuple(pages), error)
             except ScannerError as error:
                 log.error("Batch on %s stopped after %d pages: %s", self.config.device, len(pages), error)
                 return ScanOutcome(tuple(pages), error)
@@ -493,24 +543,35 @@ class Scanner:
         log.info("Feeder of %s empty after %d pages", self.config.device, len(pages))
         return ScanOutcome(tuple(pages), None)
 
-    def _read_page(self, device: sane.SaneDev, feeder: _VirtualFeeder | None) -> Image.Image:
-        """Start one page and read it whole; raise _FeederEmpty at the end of the feeder."""
+    def _read_page(self, device: sane.SaneDev, feeder: _VirtualFeeder | None, cancel: threading.Event | None = None) -> Image.Image:
+        """Start one page and read it whole; raise _FeederEmpty at the end of the feeder, ScanCancelledError on ``cancel``."""
         name = self.config.device
+        self._check_cancel(cancel)
         if feeder is not None:
             feeder.load_next(device, name)
         try:
             device.start()
             self._check_single_frame(device)
-            image = _snap_image(device)
+            image = _snap_image(device, cancel)
         except (_sane.error, RuntimeError) as exc:
             if sane_status_of(exc) == SaneStatus.NO_DOCS:
                 raise _FeederEmpty from exc
+            if cancel is not None and cancel.is_set():
+                raise self._cancelled_error() from exc
             raise translate_sane_error(exc, name) from exc
         finally:
             if feeder is not None:
                 # The pnm backend returns EOF on the next sane_start unless it is cancelled first.
                 device.cancel()
         return image
+
+    def _check_cancel(self, cancel: threading.Event | None) -> None:
+        if cancel is not None and cancel.is_set():
+            raise self._cancelled_error()
+
+    def _cancelled_error(self) -> ScanCancelledError:
+        log.info("Scan on %s cancelled", self.config.device)
+        return ScanCancelledError(N_("The scan on scanner {device} was cancelled. The pages scanned before it are kept."), device=self.config.device)
 
     def _check_single_frame(self, device: sane.SaneDev) -> None:
         frame_format, last_frame, _size, _depth, _bytes_per_line = device.get_parameters()

@@ -139,11 +139,12 @@ def scanner_listed(device: str) -> bool | None:
     import sane
 
     from sohoa.errors import ScannerError
-    from sohoa.scanner import initialize_sane
+    from sohoa.scanner import SANE_LOCK, initialize_sane
 
     try:
         initialize_sane()
-        devices = sane.get_devices()
+        with SANE_LOCK:
+            devices = sane.get_devices()
     except (ScannerError, _sane.error) as exc:
         log.warning("Listing SANE devices failed: %s", exc)
         return None

@@ -24,7 +24,8 @@ from sohoa.report import summary as summary_model
 from sohoa.report.summary import BoxSummary, JobEntry, MonthCount, PlanSummary, Tally, YearCount
 
 DIGITIZED_STATES = ("signed", "uploaded")
-QUEUED_STATES = ("scanning", "interrupted", "captured", "recognized", "built")
+# Cancelled jobs are in no list: staff ended them, and they are never archived.
+QUEUED_STATES = ("scanning", "interrupted", "collecting", "captured", "recognized", "built")
 FAILED_STATES = ("failed",)
 
 # Positions of the counters kept per type and month while counting.

@@ -19,12 +19,14 @@ NUMBER_MARKS = {"vi": str.maketrans({",": ".", ".": ","}), "en": str.maketrans({
 STATE_LABELS = {
     "scanning": N_("scanning"),
     "interrupted": N_("interrupted (waiting for the next press)"),
+    "collecting": N_("flatbed document open (waiting for more pages)"),
     "captured": N_("waiting for text recognition"),
     "recognized": N_("waiting for the PDF to be built"),
     "built": N_("waiting for signature"),
     "signed": N_("waiting for upload"),
     "uploaded": N_("uploaded to the archive"),
     "failed": N_("failed, needs a person"),
+    "cancelled": N_("cancelled by staff (pages kept)"),
 }
 
 

@@ -19,7 +19,8 @@ from sohoa.i18n import N_
 
 SUMMARY_SCHEMA = 1
 DIGITIZED_STATES = ("signed", "uploaded")
-QUEUED_STATES = ("scanning", "interrupted", "captured", "recognized", "built")
+# Cancelled jobs are in no list: staff ended them, and they are never archived.
+QUEUED_STATES = ("scanning", "interrupted", "collecting", "captured", "recognized", "built")
 FAILED_STATES = ("failed",)
 # Queued and failed jobs listed by name in one summary; the totals count them all.
 MAX_LISTED_JOBS = 200

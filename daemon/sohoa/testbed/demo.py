@@ -192,11 +192,34 @@ def build_testbed(folder: Path, *, pages: Sequence[Path] | None = None, start_re
         bed.stop()
 
 
-def press_button(daemon) -> None:
-    """Press and release the panel's button through gpiozero's mock pin."""
-    pin = daemon.panel.button.pin
+def press_button(daemon, profile: str | None = None) -> None:
+    """Press and release the panel's scan button, or the extra button of ``profile``, through gpiozero's mock pin."""
+    pin = daemon.panel.button_for(profile).pin
     pin.drive_low()
     pin.drive_high()
+
+
+def hold_button(daemon, profile: str | None = None, timeout: float = 10.0) -> None:
+    """Hold a panel button through its mock pin until gpiozero reports a long press, then release it.
+
+    Raises TimeoutError if gpiozero reports no long press within ``timeout`` seconds.
+    """
+    button = daemon.panel.button_for(profile)
+    long_press_seen = threading.Event()
+    handler = button.when_held
+
+    def on_held() -> None:
+        handler()
+        long_press_seen.set()
+
+    button.when_held = on_held
+    try:
+        button.pin.drive_low()
+        if not long_press_seen.wait(timeout):
+            raise TimeoutError(f"no long press reported within {timeout} s")
+    finally:
+        button.pin.drive_high()
+        button.when_held = handler
 
 
 def wait_for_state(daemon, predicate, timeout: float) -> dict | None:
