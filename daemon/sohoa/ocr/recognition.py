@@ -23,10 +23,11 @@ import numpy as np
 
 LINE_HEIGHT = 32
 # Lines are scaled to LINE_HEIGHT and then narrowed to this share of their
-# width. On the 9 pages of tests/benchmarks/ocr_benchmark.py (int8 models,
-# 1 thread), narrowing to 0.7 cut the recognizer's time from 1.21 to 0.83 s
-# a page, and its CER per quality went from 0.27-0.43% to 0.33-0.43%. At 0.6
-# the CER rose to 0.37-0.60%, and at 0.5 it passed 1%.
+# width. On the 9 pages of tests/benchmarks/ocr_benchmark.py (the int8 models
+# built for full-width lines, 1 thread), narrowing to 0.7 cut the recognizer's
+# time from 1.21 to 0.83 s a page, and its CER per quality went from
+# 0.27-0.43% to 0.33-0.43%. At 0.6 the CER rose to 0.37-0.60%, and at 0.5 it
+# passed 1%.
 # NOTE: models/build.py calibrates on the engine's batches, so changing this
 # changes the int8 recognizer it builds; rebuild and commit the models after.
 WIDTH_SCALE = 0.7
