@@ -33,7 +33,7 @@ from sohoa.errors import ImageError, ModelError, OcrError
 from sohoa.ocr import OcrEngine, PageText, TextLine
 from sohoa.ocr import cli as ocr_cli
 from sohoa.ocr.detection import LineRegion
-from sohoa.ocr.layout import Box, deskewed_boxes, reading_order, split_at_column_gaps
+from sohoa.ocr.layout import Box, deskewed_boxes, reading_order, split_at_column_gaps, split_at_ink_gaps
 from sohoa.ocr.models import MANIFEST_NAME
 from sohoa.ocr.recognition import MAX_CHUNK_WIDTH
 from sohoa.pdf import ConversionMark, PageInput, build_pdf
@@ -254,6 +254,35 @@ def test_joined_columns_split_at_gutter():
     assert len(parts) == 2
     assert parts[0].quad[1][0] < 450
     assert parts[1].quad[0][0] > 450
+
+
+def test_joined_columns_split_at_page_gutter():
+    """A gutter that the probability map bridges is still found in the page's ink."""
+    page = Image.new("L", (1200, 200), 255)
+    draw = ImageDraw.Draw(page)
+    font = ImageFont.truetype(str(find_font()), 40)
+    draw.text((60, 70), "UBND TỈNH BÌNH ĐỊNH", font=font, fill=0)
+    draw.text((700, 70), "CỘNG HÒA XÃ HỘI", font=font, fill=0)
+    quad = np.array([[40, 55], [1160, 55], [1160, 135], [40, 135]], dtype=np.float32)
+
+    parts = split_at_ink_gaps(quad, np.asarray(page))
+
+    assert len(parts) == 2
+    assert parts[0][1][0] < 700
+    assert parts[1][0][0] > 560
+
+
+def test_line_with_word_spaces_not_split_at_ink():
+    page = Image.new("L", (1200, 200), 255)
+    draw = ImageDraw.Draw(page)
+    font = ImageFont.truetype(str(find_font()), 40)
+    draw.text((60, 70), "Căn cứ Luật Giáo dục ngày 14 tháng 6 năm 2019;", font=font, fill=0)
+    quad = np.array([[40, 55], [1160, 55], [1160, 135], [40, 135]], dtype=np.float32)
+
+    parts = split_at_ink_gaps(quad, np.asarray(page))
+
+    assert len(parts) == 1
+    assert np.array_equal(parts[0], quad)
 
 
 def test_reading_order_header_columns_overlap():

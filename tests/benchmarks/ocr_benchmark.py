@@ -25,6 +25,9 @@ Figures:
   For Tesseract, one ``tesseract`` process per page, as a caller would run
   it, so its start and model load are included. Threads: onnxruntime's
   intra-op threads for sohoa, ``OMP_THREAD_LIMIT`` for Tesseract.
+* CPU s/page: processor time (user and system) per page at 1 thread, the
+  sohoa child's own and the sum of each ``tesseract`` process's. It varies
+  less than wall time when other work shares the machine.
 * Peak RSS: the largest resident set of the process doing the OCR, from
   ``VmHWM`` of the sohoa child itself (Python, libraries, models) and
   ``getrusage`` of the largest ``tesseract`` process.
@@ -138,14 +141,22 @@ def run_sohoa(folder: Path, threads: int, models_dir: Path) -> dict:
     engine = OcrEngine.load(models_dir, threads=threads)
     load_seconds = time.perf_counter() - started
 
-    outputs, seconds = [], []
+    outputs, seconds, cpu_seconds = [], [], []
     for page in json.loads((folder / "pages.json").read_text(encoding="utf-8")):
         started = time.perf_counter()
+        cpu_started = time.process_time()
         with Image.open(folder / page["file"]) as image:
             result = engine.recognize(image)
         seconds.append(time.perf_counter() - started)
+        cpu_seconds.append(time.process_time() - cpu_started)
         outputs.append([line.text for line in result.lines])
-    return {"outputs": outputs, "seconds": seconds, "load_seconds": load_seconds, "peak_rss_mb": own_peak_rss_mb()}
+    return {
+        "outputs": outputs,
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "load_seconds": load_seconds,
+        "peak_rss_mb": own_peak_rss_mb(),
+    }
 
 
 def own_peak_rss_mb() -> float:
@@ -158,18 +169,32 @@ def own_peak_rss_mb() -> float:
 
 def run_tesseract(folder: Path, threads: int) -> dict:
     environment = dict(os.environ, OMP_THREAD_LIMIT=str(threads))
-    outputs, seconds = [], []
+    outputs, seconds, cpu_seconds = [], [], []
     for page in json.loads((folder / "pages.json").read_text(encoding="utf-8")):
         command = ["tesseract", str(folder / page["file"]), "stdout", "-l", "vie", "--psm", "3"]
         started = time.perf_counter()
+        cpu_started = children_cpu_seconds()
         completed = subprocess.run(
             command, env=environment, capture_output=True, text=True, timeout=TESSERACT_TIMEOUT_SECONDS, check=True
         )
         seconds.append(time.perf_counter() - started)
+        cpu_seconds.append(children_cpu_seconds() - cpu_started)
         outputs.append([line for line in completed.stdout.splitlines() if line.strip()])
     # The tesseract children are forked from this small process, so their ru_maxrss is their own.
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"outputs": outputs, "seconds": seconds, "load_seconds": 0.0, "peak_rss_mb": peak_kib / 1024}
+    return {
+        "outputs": outputs,
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "load_seconds": 0.0,
+        "peak_rss_mb": peak_kib / 1024,
+    }
+
+
+def children_cpu_seconds() -> float:
+    """Return the user and system time of this process's ended children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_worker(worker: str, folder: Path, threads: int = 1, documents: int = 0, models_dir: Path = MODELS_DIR) -> dict:
@@ -269,6 +294,7 @@ def run_benchmark(documents: int, json_path: Path | None, models_dir: Path) -> i
                     **figures,
                     "seconds_1_thread": seconds_per_page(pages, single["seconds"], quality),
                     "seconds_4_threads": seconds_per_page(pages, multi["seconds"], quality),
+                    "cpu_seconds_1_thread": seconds_per_page(pages, single["cpu_seconds"], quality),
                     "peak_rss_mb": max(single["peak_rss_mb"], multi["peak_rss_mb"]),
                     "model_mb": model_megabytes(engine, models_dir),
                 }
@@ -292,22 +318,26 @@ def print_table(rows: list[dict], page_count: int, runs: dict) -> None:
     print(f"Versions: {engine_versions()}")
     print(f"Pages: {page_count} ({page_count // len(QUALITIES)} documents x {len(QUALITIES)} qualities), 300 dpi A4")
     print()
-    header = "| engine | quality | CER (lines) | CER (page) | WER | diacritics (wrong mark) | s/page 1 thread | s/page 4 threads | peak RSS | models |"
+    header = (
+        "| engine | quality | CER (lines) | CER (page) | WER | diacritics (wrong mark) "
+        "| s/page 1 thread | CPU s/page 1 thread | s/page 4 threads | peak RSS | models |"
+    )
     print(header)
     print("|" + "---|" * header.count(" | ") + "---|")
     for row in rows:
         print(
             f"| {row['engine']} | {row['quality']} | {row['cer_lines']:.2%} | {row['cer_page']:.2%} | {row['wer']:.2%} "
             f"| {row['diacritics']:.2%} ({row['wrong_marks']:.2%}) | {row['seconds_1_thread']:.2f} "
-            f"| {row['seconds_4_threads']:.2f} | {row['peak_rss_mb']:.0f} MB | {row['model_mb']:.1f} MB |"
+            f"| {row['cpu_seconds_1_thread']:.2f} | {row['seconds_4_threads']:.2f} | {row['peak_rss_mb']:.0f} MB | {row['model_mb']:.1f} MB |"
         )
     print()
     for engine in ENGINES:
         single, multi = runs[(engine, 1)], runs[(engine, 4)]
         mean_single = sum(single["seconds"]) / len(single["seconds"])
         mean_multi = sum(multi["seconds"]) / len(multi["seconds"])
+        mean_cpu = sum(single["cpu_seconds"]) / len(single["cpu_seconds"])
         print(
-            f"{engine}: mean {mean_single:.2f} s/page at 1 thread, {mean_multi:.2f} s/page at 4 threads; "
+            f"{engine}: mean {mean_single:.2f} s/page at 1 thread ({mean_cpu:.2f} s CPU), {mean_multi:.2f} s/page at 4 threads; "
             f"model load {single['load_seconds']:.2f} s (1 thread)"
         )
 

@@ -124,7 +124,10 @@ class OcrEngine:
         for region in detection.find_line_regions(probability):
             regions.extend(layout.split_at_column_gaps(region, probability))
 
-        quads = [_to_page_pixels(region.quad, prepared.scale_x, prepared.scale_y, width, height) for region in regions]
+        quads = []
+        for region in regions:
+            quad = _to_page_pixels(region.quad, prepared.scale_x, prepared.scale_y, width, height)
+            quads.extend(layout.split_at_ink_gaps(quad, page))
         boxes = [_bounding_box(quad) for quad in quads]
         order = layout.reading_order(layout.deskewed_boxes(quads))
         return [quads[i] for i in order], [boxes[i] for i in order]

@@ -18,10 +18,15 @@ import cv2
 import numpy as np
 
 from sohoa.ocr.detection import PIXEL_THRESHOLD, LineRegion
+from sohoa.ocr.recognition import ink_columns
 
 # A gap in a region wider than this many region heights separates two columns.
 # Word spaces in a line are well under one height.
 COLUMN_GAP_HEIGHTS = 1.2
+# Share of a region's height, at top and at bottom, left out when looking for
+# ink in the page, because a detected region is grown beyond its text and may
+# reach the ascenders and descenders of the lines above and below.
+INK_SEARCH_MARGIN = 0.2
 # Two boxes are on one row when they overlap vertically by this share of the
 # shorter box's height.
 ROW_OVERLAP = 0.5
@@ -62,6 +67,30 @@ def split_at_column_gaps(region: LineRegion, probability: np.ndarray) -> list[Li
     if len(spans) < 2:
         return [region]
     return [LineRegion(quad=_sub_quad(quad, start / width, end / width), score=region.score) for start, end in spans]
+
+
+def split_at_ink_gaps(quad: np.ndarray, page: np.ndarray) -> list[np.ndarray]:
+    """Split a line quad (page pixels) wherever the grey page has no ink over a gap wider than a column gutter.
+
+    The detector's probability map, at its reduced scale, can bridge the
+    narrow gutter between the two columns of the national header, while the
+    page itself still shows the blank gap.
+    """
+    width = int(round(np.linalg.norm(quad[1] - quad[0])))
+    height = int(round(np.linalg.norm(quad[3] - quad[0])))
+    if width < 2 or height < 2:
+        return [quad]
+
+    target = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float32)
+    transform = cv2.getPerspectiveTransform(quad.astype(np.float32), target)
+    strip = cv2.warpPerspective(page, transform, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    margin = int(INK_SEARCH_MARGIN * height)
+    inked = ink_columns(strip[margin : height - margin])
+
+    spans = _inked_spans(inked, min_gap=COLUMN_GAP_HEIGHTS * height)
+    if len(spans) < 2:
+        return [quad]
+    return [_sub_quad(quad, start / width, end / width) for start, end in spans]
 
 
 def _inked_spans(inked: np.ndarray, min_gap: float) -> list[tuple[int, int]]:

@@ -2,9 +2,11 @@
 
 AsterNet takes a batch of RGB line images 32 px high, ``[batch, 3, 32,
 width]``, and returns log-probabilities ``[time, batch, classes]`` with one
-time step per 4 input columns. Class 0 is the CTC blank. Pixels are scaled
-to [0, 1] without mean subtraction, as in asterocr's training data loader,
-and the grey page is repeated into the three channels.
+time step per 4 input columns. Lines are narrowed to WIDTH_SCALE of their
+width at that height, because the recognizer's time grows with the input
+width and it reads the narrowed lines as well. Class 0 is the CTC blank.
+Pixels are scaled to [0, 1] without mean subtraction, as in asterocr's
+training data loader, and the grey page is repeated into the three channels.
 
 onnxruntime 1.32 fails on AsterNet inputs wider than 1024 px, so longer
 lines are cut at word gaps into chunks of at most MAX_CHUNK_WIDTH and
@@ -20,14 +22,24 @@ import cv2
 import numpy as np
 
 LINE_HEIGHT = 32
+# Lines are scaled to LINE_HEIGHT and then narrowed to this share of their
+# width. On the 9 pages of tests/benchmarks/ocr_benchmark.py (the int8 models
+# built for full-width lines, 1 thread), narrowing to 0.7 cut the recognizer's
+# time from 1.21 to 0.83 s a page, and its CER per quality went from
+# 0.27-0.43% to 0.33-0.43%. At 0.6 the CER rose to 0.37-0.60%, and at 0.5 it
+# passed 1%.
+# NOTE: models/build.py calibrates on the engine's batches, so changing this
+# changes the int8 recognizer it builds; rebuild and commit the models after.
+WIDTH_SCALE = 0.7
 CROP_PAD_HEIGHTS = 0.15
 CROP_PAD_BOTTOM = 0.04
 WIDTH_STEP = 4
 MAX_CHUNK_WIDTH = 960
 # A cut is searched for between this share of MAX_CHUNK_WIDTH and MAX_CHUNK_WIDTH.
 CUT_SEARCH_START = 0.6
-# A run of blank columns this wide (in 32 px high pixels) is a word space.
-SPACE_MIN_WIDTH = 5
+# A run of blank columns this wide (in recognizer input pixels) is a word
+# space. It was 5 px before lines were narrowed by WIDTH_SCALE.
+SPACE_MIN_WIDTH = 4
 MAX_BATCH_SIZE = 16
 # Sum of the padded widths of one batch, in pixels, to bound its memory.
 # A batch's activations reach about 100 MB at 8192 px, so 4096 px kept the
@@ -95,15 +107,16 @@ def _pad_quad(quad: np.ndarray) -> np.ndarray:
 
 
 def scale_to_line_height(crop: np.ndarray) -> np.ndarray:
+    """Scale a line crop to LINE_HEIGHT pixels high and WIDTH_SCALE of the width that keeps its aspect."""
     height, width = crop.shape
-    target_width = max(WIDTH_STEP, int(round(width * LINE_HEIGHT / height)))
+    target_width = max(WIDTH_STEP, int(round(width * LINE_HEIGHT / height * WIDTH_SCALE)))
     interpolation = cv2.INTER_AREA if height > LINE_HEIGHT else cv2.INTER_CUBIC
     return cv2.resize(crop, (target_width, LINE_HEIGHT), interpolation=interpolation)
 
 
 def split_into_chunks(line: int, scaled: np.ndarray) -> list[Chunk]:
     """Cut a scaled line into chunks no wider than MAX_CHUNK_WIDTH, at the widest blank run."""
-    ink = _ink_profile(scaled)
+    ink = ink_columns(scaled)
     chunks = []
     start = 0
     space_before = False
@@ -116,9 +129,9 @@ def split_into_chunks(line: int, scaled: np.ndarray) -> list[Chunk]:
     return chunks
 
 
-def _ink_profile(scaled: np.ndarray) -> np.ndarray:
-    """Return True for columns that contain dark pixels relative to the line's background."""
-    gray = scaled.astype(np.float32)
+def ink_columns(image: np.ndarray) -> np.ndarray:
+    """Return True for the columns of a grey line image that contain pixels darker than its background."""
+    gray = image.astype(np.float32)
     background = float(np.percentile(gray, 90))
     darkest = float(gray.min())
     threshold = background - max(24.0, 0.35 * (background - darkest))
