@@ -409,8 +409,12 @@ class Pipeline:
         full_text = "\n".join(text.text for text in texts)
         confidences = [line.confidence for text in texts for line in text.lines]
         fields = fieldlib.fields_to_json(fieldlib.extract_fields(full_text, confidences))
-        fields, type_check = apply_declared_type(job.declared, fields)
-        declared_changes = {"declared": {**job.declared, "type_check": type_check}} if type_check else {}
+        if (job.declared or {}).get("type_code"):
+            fields, type_check = apply_declared_type(job.declared, fields)
+            declared_changes = {"declared": {**job.declared, "type_check": type_check}} if type_check else {}
+        else:
+            fields, type_check = self._apply_profile_type(job, fields)
+            declared_changes = {"declared": {**(job.declared or {}), "type_check": type_check}} if type_check else {}
         # The search row, the duplicate mark and the state change commit together.
         with self.journal.transaction() as db:
             duplicate = find_duplicate(db, job.id, fields, full_text)
@@ -439,6 +443,24 @@ class Pipeline:
         if page.clean_path != str(path):
             self.journal.set_page_cleaned(job.id, page.seq, path)
         log.info("Job %s: page %d turned upright", job.id, page.seq)
+
+    def _apply_profile_type(self, job: Job, fields: dict[str, dict]) -> tuple[dict[str, dict], dict | None]:
+        """Fill TypeName from the type code of the job's capture profile when the recognizer is unsure of it.
+
+        Staff chose the profile, so a type filled this way counts as confirmed
+        in the metadata, as a sheet's does. A sure recognized type is kept.
+        Returns the fields and the check to store in ``declared["type_check"]``,
+        with ``source`` "profile", or None when the profile sets no type.
+        """
+        profile_name = (job.declared or {}).get("profile") or job.profile
+        profile = self.config.profiles.get(profile_name) if profile_name else None
+        if profile is None or profile.type_code is None:
+            return fields, None
+        fields, check = apply_declared_type({"type_code": profile.type_code}, fields)
+        if check is None:
+            return fields, None
+        log.info("Job %s: document type %s of capture profile %s: %s", job.id, profile.type_code, profile_name, check["result"])
+        return fields, {**check, "source": "profile"}
 
     @staticmethod
     def _open_page(path: Path) -> Image.Image:
@@ -558,7 +580,7 @@ class Pipeline:
             field = job.fields.get(name) or {}
             if field.get("value") and field.get("sure"):
                 metadata[name] = field["value"]
-                # A type taken from the staff's cover or separator sheet counts as confirmed by a person.
+                # A type taken from the staff's sheet or capture profile counts as confirmed by a person.
                 confidence[name] = "confirmed" if name == "TypeName" and type_declared else "extracted"
             else:
                 metadata[name] = ""

@@ -68,7 +68,8 @@ def sheet_declaration(sheet: Sheet) -> dict:
 
 def declared_sheet(job: Job) -> Sheet | None:
     """Return the sheet that opened ``job``, or None."""
-    if not job.declared:
+    # A job without a sheet can still hold the check of its capture profile's type.
+    if not job.declared or not job.declared.get("kind"):
         return None
     return Sheet.from_dict(job.declared)
 
@@ -273,7 +274,7 @@ def _type_name(code: str) -> str | None:
 
 
 def apply_declared_type(declared: dict | None, fields: dict[str, dict]) -> tuple[dict[str, dict], dict | None]:
-    """Fill TypeName from the sheet's type code when the recognizer is unsure of it.
+    """Fill TypeName from a sheet's or capture profile's type code when the recognizer is unsure of it.
 
     Returns the fields and the check to store in ``declared["type_check"]``:
     ``result`` is "declared" when the sheet's type filled the field, "match"
@@ -290,7 +291,7 @@ def apply_declared_type(declared: dict | None, fields: dict[str, dict]) -> tuple
     if recognized.get("value") and recognized.get("sure"):
         result = "match" if recognized_code == code else "conflict"
         if result == "conflict":
-            log.warning("The sheet declares document type %s but the recognized text shows %s; the recognized type is kept", code, recognized_code)
+            log.warning("The sheet or capture profile declares document type %s but the recognized text shows %s; the recognized type is kept", code, recognized_code)
         return fields, {"declared": code, "recognized": recognized_code, "result": result}
 
     fields = {**fields, "TypeName": {"value": name, "confidence": 1.0, "sure": True}}
@@ -298,10 +299,13 @@ def apply_declared_type(declared: dict | None, fields: dict[str, dict]) -> tuple
 
 
 def declared_metadata(job: Job) -> dict[str, object]:
-    """Return the upload metadata extensions of a job opened by a sheet: ``x_sheet`` and ``x_page_check``."""
+    """Return the upload metadata extensions of a job opened by a sheet (``x_sheet``, ``x_page_check``) or typed by its profile (``x_type_check``)."""
     declared = job.declared
     if not declared:
         return {}
+    if not declared.get("kind"):
+        # No sheet: only the check of the capture profile's document type.
+        return {"x_type_check": declared["type_check"]} if declared.get("type_check") else {}
     sheet = {name: declared.get(name) for name in ("kind", "sheet_id", "profile", "type_code", "operator", "expected_pages")}
     if declared.get("type_check"):
         sheet["type_check"] = declared["type_check"]
