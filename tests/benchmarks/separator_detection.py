@@ -10,7 +10,7 @@ Run from the repository root::
     PYTHONPATH=daemon /work/main/.venv/bin/python tests/benchmarks/separator_detection.py [--repeat 5]
 
 The script prints a Markdown table with the median time per page, the
-detection result and the ink fraction.
+detection result and the page clean-up's ink ratio.
 """
 
 from __future__ import annotations
