@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 import qrcode
 from PIL import Image, ImageDraw, ImageFont
-
 from sohoa.cli import main
 from sohoa.config import parse_config
 from sohoa.journal import Journal
@@ -37,6 +36,7 @@ from sohoa.separator import (
     render_sheets,
 )
 from sohoa.splitting import apply_declared_type
+from sohoa.testbed.pages import blank_scan
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples" / "pages"
@@ -64,14 +64,9 @@ def sheet_page(folder: Path, name: str, sheet: Sheet) -> Path:
 
 
 def blank_back(folder: Path, name: str) -> Path:
-    """A blank back as a scanner reads it: off-white paper, a dark edge shadow and a few specks."""
-    image = Image.new("L", (1654, 2339), 246)
-    draw = ImageDraw.Draw(image)
-    draw.rectangle((0, 0, 1653, 12), fill=60)
-    for x, y in ((400, 600), (900, 1500), (1200, 300)):
-        draw.rectangle((x, y, x + 2, y + 2), fill=40)
+    """A blank back as a scanner reads it: shaded paper with texture, noise, dust and the sheet's edge shadow."""
     path = folder / f"{name}.png"
-    image.save(path, dpi=(SHEET_DPI, SHEET_DPI))
+    Image.fromarray(blank_scan(7, dpi=SHEET_DPI, colour=False)).save(path, dpi=(SHEET_DPI, SHEET_DPI))
     return path
 
 

@@ -305,7 +305,7 @@ def test_recovery_moves_legacy_marker(signing, tmp_path, tsa):
     marker.write_text(f"{tsa.url}\n", encoding="utf-8")
     report = RecoveryReport()
 
-    repair_jobs(pipeline.journal, pipeline.config.spool_dir, report)
+    repair_jobs(pipeline.journal, pipeline.config, report)
 
     assert pipeline.journal.get_job(job.id).timestamp_pending == tsa.url
     assert not marker.exists()

@@ -62,12 +62,25 @@ def write_atomic_with(target: Path, write: Callable[[Path], None], suffix: str =
     tmp_path = Path(tmp_name)
     try:
         write(tmp_path)
-        with open(tmp_path, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp_path, target)
-        fsync_dir(target.parent)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
+        raise
+    replace_durably(tmp_path, target)
+
+
+def replace_durably(temporary: Path, target: Path) -> None:
+    """Move the finished file ``temporary`` to ``target`` in the same folder, durably; remove it if that fails.
+
+    For files a child process wrote (pdftoppm), as :func:`write_atomic_with`
+    does for files written in this process.
+    """
+    try:
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+        fsync_dir(Path(target).parent)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
         raise
 
 

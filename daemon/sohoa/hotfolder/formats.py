@@ -11,7 +11,6 @@ malformed PDF from the network cannot crash the daemon or keep its memory.
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import warnings
 from collections.abc import Callable, Iterator
@@ -24,7 +23,7 @@ from pyhanko.pdf_utils.misc import PdfError as PyHankoPdfError
 from pyhanko.pdf_utils.reader import PdfFileReader
 
 from sohoa.errors import CorruptFileError, EncryptedPdfError, TooManyPagesError, UnsupportedFileError
-from sohoa.fsutil import fsync_dir
+from sohoa.fsutil import replace_durably
 from sohoa.i18n import N_
 
 log = logging.getLogger(__name__)
@@ -226,13 +225,10 @@ def _publish_render(rendered: Path, target: Path, dpi: int) -> PageImage:
     try:
         with Image.open(rendered) as image:
             width, height = image.size
-        with open(rendered, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(rendered, target)
-        fsync_dir(target.parent)
     except BaseException:
         rendered.unlink(missing_ok=True)
         raise
+    replace_durably(rendered, target)
     return PageImage(target, width, height, dpi)
 
 
