@@ -112,3 +112,26 @@ def test_button_with_unknown_profile_is_rejected():
 
     with pytest.raises(ConfigError, match=r"profile 'bang' has no \[profiles.bang\] section"):
         parse_config(data)
+
+
+def test_shared_gpio_pin_is_rejected():
+    data = minimal()
+    data["profiles"] = {"bang": {"label": "Văn bằng"}}
+    data["gpio"] = {"buttons": [{"pin": 17, "profile": "bang"}]}
+
+    with pytest.raises(ConfigError, match=r"BCM pin 17 is used by button_pin and buttons\[0\]\.pin") as caught:
+        parse_config(data)
+
+    assert "Value error" not in str(caught.value)
+
+
+def test_every_missing_profile_listed_at_once():
+    data = minimal()
+    data["gpio"] = {"buttons": [{"pin": 5, "profile": "bang"}]}
+    data["capture"] = {"hot_folder_profile": "nope"}
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+
+    assert "profile 'bang' has no [profiles.bang] section" in str(caught.value)
+    assert "capture.hot_folder_profile: profile 'nope'" in str(caught.value)

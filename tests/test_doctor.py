@@ -49,7 +49,7 @@ def closed_port() -> int:
 def config_with(bed, folder: Path, section: str, **values: object) -> Path:
     """Write a copy of the testbed's config with ``values`` changed in ``section``."""
     sections = copy.deepcopy(bed.sections)
-    sections[section].update(values)
+    sections.setdefault(section, {}).update(values)
     path = folder / "sohoa.toml"
     write_toml(path, sections)
     return path
@@ -382,3 +382,30 @@ def test_tsa_skipped_without_url(bed):
     results = by_check(doctor.run_checks(bed.config_path))
 
     assert "tsa" not in results
+
+
+def test_hot_folder_missing(bed, tmp_path):
+    path = config_with(bed, tmp_path, "capture", hot_folder=str(tmp_path / "no-such-inbox"))
+
+    result = by_check(doctor.run_checks(path, only={"hot_folder"}))["hot_folder"]
+
+    assert result.status == doctor.PROBLEM
+    assert "no-such-inbox" in result.message
+    assert "capture.hot_folder" in result.fix
+
+
+def test_hot_folder_ready(bed, tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    path = config_with(bed, tmp_path, "capture", hot_folder=str(inbox))
+
+    result = by_check(doctor.run_checks(path, only={"hot_folder"}))["hot_folder"]
+
+    assert result.status == doctor.OK
+    assert not (inbox / "done").exists(), "the check must not create anything"
+
+
+def test_hot_folder_skipped_when_unset(bed):
+    results = by_check(doctor.run_checks(bed.config_path))
+
+    assert "hot_folder" not in results

@@ -178,14 +178,24 @@ def test_profile_button_hold_is_long_press(make_panel, factory) -> None:
     assert presses.calls == []
 
 
-def test_profile_button_on_used_pin_is_hardware_error(factory) -> None:
+def test_profile_button_on_led_pin_rejected() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"BCM pin 27 is used by red_led_pin and buttons\[0\]\.pin"):
+        GpioConfig(button_pin=BUTTON, green_led_pin=GREEN, red_led_pin=RED, buttons=[ButtonConfig(pin=RED, profile="vanbang")])
+
+
+def test_profile_button_on_busy_pin_is_hardware_error(make_panel) -> None:
     from sohoa.errors import HardwareError
 
-    with pytest.raises(HardwareError, match="profile vanbang"):
-        panel_module.Panel(
-            GpioConfig(button_pin=BUTTON, green_led_pin=GREEN, red_led_pin=RED, buttons=[ButtonConfig(pin=RED, profile="vanbang")]),
-            lambda **_: None,
-        )
+    make_panel(lambda **_: None)
+    other = GpioConfig(button_pin=24, green_led_pin=25, red_led_pin=26, buttons=[ButtonConfig(pin=RED, profile="vanbang")])
+
+    with pytest.raises(HardwareError, match="profile vanbang") as caught:
+        panel_module.Panel(other, lambda **_: None)
+
+    assert "already in use by another device or program" in str(caught.value)
+    assert "<gpiozero" not in str(caught.value)
 
 
 def test_signal_cancelled_beeps_once_long(make_panel, factory, monkeypatch) -> None:

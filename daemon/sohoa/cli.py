@@ -81,9 +81,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sohoa", description=_("Digitize paper records: scan, recognize, sign, archive."))
     parser.add_argument("--version", action="version", version=f"sohoa {__version__}")
-    parser.add_argument("--config", help=_("configuration file (default: $SOHOA_CONFIG or /etc/sohoa/sohoa.toml)"))
-    parser.add_argument("--lang", choices=["vi", "en"], help=_("language of messages (default: vi)"))
-    parser.add_argument("-v", "--verbose", action="store_true", help=_("log debug messages"))
+    _add_global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("run", help=_("run the daemon: the button starts a scan")).set_defaults(func=cmd_run)
@@ -102,7 +100,19 @@ def build_parser() -> argparse.ArgumentParser:
         if importlib.util.find_spec(module_name) is None:
             continue
         importlib.import_module(module_name).add_parser(sub)
+    # The global options also work after the command name (`sohoa sheets --lang en`).
+    for subparser in sub.choices.values():
+        _add_global_options(subparser, default=argparse.SUPPRESS)
     return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser, default: object = None) -> None:
+    """Add --config, --lang and --verbose; a command's parser uses SUPPRESS so it keeps a value given before the command."""
+    parser.add_argument("--config", default=default, help=_("configuration file (default: $SOHOA_CONFIG or /etc/sohoa/sohoa.toml)"))
+    parser.add_argument("--lang", choices=["vi", "en"], default=default, help=_("language of messages (default: vi)"))
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=False if default is None else default, help=_("log debug messages")
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,6 +77,20 @@ class GpioConfig(_Section):
         default=2.0, gt=0, le=30, description="Holding a button this long cancels the running job (finishes it in flatbed mode)"
     )
 
+    @model_validator(mode="after")
+    def _pins_distinct(self) -> GpioConfig:
+        uses: dict[int, list[str]] = {}
+        named = [("button_pin", self.button_pin), ("green_led_pin", self.green_led_pin), ("red_led_pin", self.red_led_pin)]
+        if self.buzzer_pin is not None:
+            named.append(("buzzer_pin", self.buzzer_pin))
+        named += [(f"buttons[{index}].pin", button.pin) for index, button in enumerate(self.buttons)]
+        for name, pin in named:
+            uses.setdefault(pin, []).append(name)
+        shared = [f"BCM pin {pin} is used by {' and '.join(names)}" for pin, names in uses.items() if len(names) > 1]
+        if shared:
+            raise ValueError("; ".join(shared) + "; give each a pin of its own")
+        return self
+
 
 class ScannerConfig(_Section):
     device: str = Field(min_length=1, description="SANE device name, as `scanimage -L` lists it")
@@ -282,16 +296,23 @@ class Config(_Section):
     profiles: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]+$")], ProfileConfig] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _button_profiles_exist(self) -> Config:
-        for button in self.gpio.buttons:
-            if button.profile not in self.profiles:
-                raise ValueError(f"gpio.buttons: profile {button.profile!r} has no [profiles.{button.profile}] section")
+    def _profiles_exist(self) -> Config:
+        problems = [
+            f"gpio.buttons: profile {button.profile!r} has no [profiles.{button.profile}] section"
+            for button in self.gpio.buttons
+            if button.profile not in self.profiles
+        ]
         profile = self.capture.hot_folder_profile
         if profile is not None and profile not in self.profiles:
-            raise ValueError(f"capture.hot_folder_profile: profile {profile!r} has no [profiles.{profile}] section")
+            problems.append(f"capture.hot_folder_profile: profile {profile!r} has no [profiles.{profile}] section")
         for option, profile in self.capture.scanner_button_profiles.items():
             if profile not in self.profiles:
-                raise ValueError(f"capture.scanner_button_profiles: {option} names profile {profile!r}, which has no [profiles.{profile}] section")
+                problems.append(
+                    f"capture.scanner_button_profiles: {option} names profile {profile!r}, which has no [profiles.{profile}] section"
+                )
+        if problems:
+            # One error that lists every missing profile, so that one edit fixes them all.
+            raise ValueError("; ".join(problems))
         return self
 
     @property
@@ -309,6 +330,9 @@ def _describe(error: dict) -> str:
         return f"{location}: unknown key"
     if error["type"] == "missing":
         return f"{location}: missing"
+    if error["type"] == "value_error":
+        # pydantic prefixes the validator's own message with "Value error, ".
+        return f"{location}: {error['ctx']['error']}"
     return f"{location}: {error['msg']}"
 
 

@@ -48,6 +48,7 @@ CHECK_TITLES = {
     "broker": N_("MQTT broker"),
     "archive": N_("Archive"),
     "disk": N_("Disk space"),
+    "hot_folder": N_("Hot folder"),
     "clock": N_("Clock"),
 }
 STATUS_LABELS = {OK: N_("OK"), WARNING: N_("WARNING"), PROBLEM: N_("PROBLEM"), SKIPPED: N_("SKIPPED")}
@@ -304,6 +305,23 @@ def check_disk(config: Config) -> CheckResult:
     return CheckResult("disk", OK, message)
 
 
+def check_hot_folder(config: Config) -> CheckResult:
+    """Check that the hot folder exists and that this user may write in it, without creating anything."""
+    folder = config.capture.hot_folder
+    if not folder.is_dir():
+        message = _("The hot folder {path} does not exist or is not a folder.").format(path=folder)
+        fix = _("Create it and share it with the network scanners, or change capture.hot_folder.")
+        return CheckResult("hot_folder", PROBLEM, message, fix)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        message = _("This user cannot write in the hot folder {path}.").format(path=folder)
+        fix = _("Give the sohoa user write access to {path}, then run the check again as that user.").format(path=folder)
+        return CheckResult("hot_folder", PROBLEM, message, fix)
+    if Path("/home") in folder.resolve().parents:
+        message = _("The hot folder {path} is under /home, which the service cannot see (ProtectHome=yes).").format(path=folder)
+        return CheckResult("hot_folder", PROBLEM, message, _("Move the hot folder out of /home, for example to /srv/sohoa/inbox."))
+    return CheckResult("hot_folder", OK, _("The hot folder {path} exists and is writable.").format(path=folder))
+
+
 def check_clock(*, now: datetime | None = None, read_ntp_status: Callable[[], bool | None] | None = None) -> CheckResult:
     """Check that the clock was set at all, and whether NTP keeps it synchronized when systemd reports it."""
     now = now or datetime.now(timezone.utc)
@@ -354,6 +372,7 @@ def run_checks(config_path: Path, *, only: set[str] | None = None, timeout: floa
         "broker": lambda config: check_broker(config, timeout=timeout),
         "archive": lambda config: check_archive(config, timeout=timeout),
         "disk": check_disk,
+        "hot_folder": check_hot_folder,
     }
     for name, check in checks.items():
         if only is not None and name not in only:
@@ -362,6 +381,8 @@ def run_checks(config_path: Path, *, only: set[str] | None = None, timeout: floa
             continue  # no second signature is configured, so there is nothing to check
         if name == "tsa" and (config is None or not config.signing.tsa_url):
             continue  # signatures are PAdES B-B by configuration, so there is no authority to ask
+        if name == "hot_folder" and (config is None or config.capture.hot_folder is None):
+            continue  # no hot folder is configured
         if config is None:
             results.append(CheckResult(name, SKIPPED, _("Skipped because the configuration is invalid.")))
             continue

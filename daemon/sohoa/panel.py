@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 
 from gpiozero import LED, Button, Buzzer, Device
-from gpiozero.exc import GPIOZeroError
+from gpiozero.exc import GPIOPinInUse, GPIOZeroError
 from gpiozero.pins import Factory
 
 from sohoa.config import ButtonConfig, GpioConfig
@@ -110,7 +110,7 @@ class Panel:
                 ),
                 pins=_describe_pins(gpio),
                 factory=gpio.pin_factory or "default",
-                detail=exc,
+                detail=_describe_gpio_error(exc),
             ) from exc
 
         self._wire(self.button, gpio.button_pin, None)
@@ -297,6 +297,14 @@ def _create_pin_factory(name: str) -> Factory | None:
             factory=name,
             detail=exc,
         ) from exc
+
+
+def _describe_gpio_error(exc: Exception) -> str:
+    """Return ``exc`` for a person: gpiozero's pin-in-use message names a Python object instead of a program."""
+    if isinstance(exc, GPIOPinInUse):
+        pin = str(exc).split(" is already in use", 1)[0]
+        return f"{pin} is already in use by another device or program"
+    return str(exc)
 
 
 def _describe_pins(gpio: GpioConfig) -> str:
