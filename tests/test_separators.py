@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -180,7 +181,8 @@ def test_sheets_command_prints_readable_sheets(tmp_path, capsys):
     status = main(["sheets", "--kind", "cover", "--type", "QĐ", "--operator", "Trần Văn Bình", "--pages", "3", "--count", "2", "-o", str(output)])
 
     assert status == 0
-    assert str(output) in capsys.readouterr().out
+    assert f"Đã ghi 2 tờ vào {output}" in capsys.readouterr().out
+    assert output.stat().st_mode & 0o044, "printed sheets must be readable by other users, such as a print spooler"
     sheets = [detect_sheet(Image.open(rasterize(output, tmp_path / f"page{page}", page=page))) for page in (1, 2)]
     assert all(sheet is not None for sheet in sheets)
     assert [sheet.kind for sheet in sheets] == ["cover", "cover"]
@@ -205,6 +207,19 @@ def test_sheets_command_checks_profile(tmp_path, capsys):
     assert not output.exists()
     assert main(["--config", str(config_path), "sheets", "--profile", "vanbang", "-o", str(output)]) == 0
     assert output.exists()
+
+
+def test_sheets_command_without_profiles(tmp_path, capsys):
+    config_path = tmp_path / "sohoa.toml"
+    example = (REPO / "provisioning" / "sohoa.toml.example").read_text(encoding="utf-8")
+    without_profiles = example.split("# Capture profiles")[0]
+    without_buttons = re.sub(r"\[\[gpio\.buttons\]\][^\n]*\npin = \d+\nprofile = [^\n]*\n", "", without_profiles)
+    config_path.write_text(without_buttons, encoding="utf-8")
+
+    status = main(["--config", str(config_path), "--lang", "en", "sheets", "--profile", "vanbang", "-o", str(tmp_path / "x.pdf")])
+
+    assert status == 78
+    assert "has no [profiles.NAME] section" in capsys.readouterr().err
 
 
 def test_sheets_command_rejects_bad_count(tmp_path):

@@ -38,7 +38,7 @@ from PIL import Image
 from sohoa import fields as fieldlib
 from sohoa.errors import ConfigError, PdfError
 from sohoa.fsutil import write_atomic
-from sohoa.i18n import N_, _
+from sohoa.i18n import N_, _, ngettext
 
 log = logging.getLogger(__name__)
 
@@ -325,6 +325,12 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _configured_profiles(args: argparse.Namespace) -> dict[str, str] | None:
     """Return the configured profiles' labels by name, or None when no configuration is given or installed."""
     from sohoa.cli import DEFAULT_CONFIG, _load
@@ -358,11 +364,19 @@ def run(args: argparse.Namespace) -> int:
     sheets = build_sheets(args)
     labels = _configured_profiles(args)
     if args.profile is not None and labels is not None and args.profile not in labels:
+        if not labels:
+            raise ConfigError(
+                N_("Capture profile {profile} is not configured: the configuration has no [profiles.NAME] section. Add one, or leave out --profile."),
+                profile=args.profile,
+            )
         raise ConfigError(
             N_("Capture profile {profile} is not configured; use one of: {profiles}."),
             profile=args.profile,
-            profiles=", ".join(sorted(labels)) or "-",
+            profiles=", ".join(sorted(labels)),
         )
-    render_sheets(sheets, Path(args.output), profile_labels=labels)
-    print(_("Wrote {count} sheets to {path}. Print them on one side only.").format(count=len(sheets), path=args.output))
+    output = Path(args.output)
+    render_sheets(sheets, output, profile_labels=labels)
+    # The atomic write creates the file private (0600); sheets are meant to be printed, so other users may read them.
+    output.chmod(0o644 & ~_current_umask())
+    print(ngettext("Wrote {count} sheet to {path}. Print it on one side only.", "Wrote {count} sheets to {path}. Print them on one side only.", len(sheets)).format(count=len(sheets), path=args.output))
     return 0

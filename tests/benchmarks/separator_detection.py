@@ -7,7 +7,7 @@ pdftoppm and times detection on them and on the sample pages.
 
 Run from the repository root::
 
-    PYTHONPATH=daemon /work/main/.venv/bin/python tests/benchmarks/separator_detection.py [--repeat 5]
+    PYTHONPATH=daemon .venv/bin/python tests/benchmarks/separator_detection.py [--repeat 5]
 
 The script prints a Markdown table with the median time per page, the
 detection result and the page clean-up's ink ratio.
