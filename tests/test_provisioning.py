@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -568,3 +569,28 @@ def test_unit_pin_file_loaded_as_credential(tmp_path):
     assert config.signing.unit_key_id == "02"
     assert config.signing.unit_token_label == "UNIT-TOKEN"
     assert config.signing.unit_pin_file == Path("unit-token-pin")
+
+
+def test_answers_example_with_options_provisions(tmp_path):
+    """The example answers file, with every optional setting switched on, provisions a valid box."""
+    example = (REPO / "provisioning/templates/answers.toml.example").read_text(encoding="utf-8")
+    start = example.index("# Optional settings")
+    required, optional = example[:start], example[start:]
+    optional = re.sub(r"^# (?=\[|[a-z_]+ = )", "", optional, flags=re.MULTILINE)
+    secret = tmp_path / "secret"
+    secret.write_text("secret\n", encoding="utf-8")
+    text = re.sub(r'^(\w+_file = )"[^"]*"', lambda match: f'{match.group(1)}"{secret}"', required + optional, flags=re.MULTILINE)
+    answers = tmp_path / "answers.toml"
+    answers.write_text(text, encoding="utf-8")
+    root = tmp_path / "root"
+
+    result = provision(root, answers)
+
+    assert result.returncode == 0, result.stderr
+    config = load_config(root / "etc/sohoa/sohoa.toml")
+    assert config.capture.hot_folder == Path("/srv/sohoa/inbox")
+    assert set(config.profiles) == {"vanbang", "sotay"}
+    assert [(button.pin, button.profile) for button in config.gpio.buttons] == [(5, "vanbang")]
+    assert config.signing.unit_pin_file == Path("unit-token-pin")
+    assert config.signing.rsa_padding == "pkcs1v15"
+    assert (root / "etc/systemd/system/sohoa.service.d/hot-folder.conf").is_file()
