@@ -66,6 +66,8 @@ HIDDEN_FROM_SERVICE = {
 # Characters a ReadWritePaths= entry can carry without quoting.
 SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./-]+$")
 GROUP_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,30}$")
+# Groups whose members get administrator rights or raw disk access; sohoa must not join them.
+PRIVILEGED_GROUPS = {"root", "sudo", "wheel", "adm", "admin", "shadow", "disk", "staff"}
 
 
 def check_capture_answers(answers: dict[str, object]) -> list[str]:
@@ -85,6 +87,8 @@ def check_capture_answers(answers: dict[str, object]) -> list[str]:
     group = capture.get("hot_folder_group")
     if isinstance(group, str) and not GROUP_NAME.match(group):
         problems.append(f"capture.hot_folder_group: {group!r} is not a group name (lower-case letters, digits, _ and -)")
+    if group in PRIVILEGED_GROUPS:
+        problems.append(f"capture.hot_folder_group: {group} is a privileged group; name a group for the share, such as scan-share")
     if group and not capture.get("hot_folder"):
         problems.append("capture.hot_folder_group: set capture.hot_folder too, because the group owns that folder")
 

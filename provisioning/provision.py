@@ -5,9 +5,10 @@ Run it as root from a checkout of this repository:
 
     sudo provisioning/provision.py --answers /boot/firmware/sohoa-answers.toml
 
-The answers file holds this box's values (site, device id, operator, scanner,
-token, broker, archive) and the paths of its secret files; see
-``provisioning/templates/answers.toml.example``. Every step compares what is
+The answers file contains this box's values (site, device id, operator, scanner,
+token, broker, archive), the paths of its secret files and, optionally, its
+capture settings, profiles, buttons and hot folder (``capture_answers.py``);
+see ``provisioning/templates/answers.toml.example``. Every step compares what is
 on disk with what it would write and only changes what differs, so a second
 run reports 0 changes. ``--root DIR`` provisions the file tree under DIR
 instead of ``/`` (for tests and image builds); it needs ``--skip-packages``
@@ -477,8 +478,15 @@ class Provisioner:
         hot_folder = self.answers["capture"].get("hot_folder")
         if not hot_folder:
             return
+        folder = PurePosixPath(hot_folder)
+        # Missing parents get 0755 whatever the umask, so that sohoa and the share users can reach the folder.
+        for parent in reversed(folder.parents):
+            path = self.tree.path(parent)
+            if not path.exists():
+                path.mkdir()
+                path.chmod(0o755)
         owner = (read_account_ids(self.root, SERVICE_USER)[0], read_group_id(self.root, self.hot_folder_group()))
-        self.tree.ensure_dir(PurePosixPath(hot_folder), HOT_FOLDER_MODE, owner)
+        self.tree.ensure_dir(folder, HOT_FOLDER_MODE, owner)
 
     def hot_folder_group(self) -> str:
         return str(self.answers["capture"].get("hot_folder_group") or SERVICE_USER)

@@ -518,6 +518,28 @@ def test_hot_folder_relative_path_rejected(tmp_path):
     assert "capture.hot_folder: 'inbox' must be an absolute path" in result.stderr
 
 
+def test_hot_folder_parents_reachable(tmp_path):
+    root = tmp_path / "root"
+    tables = CAPTURE_TABLES.replace('hot_folder = "/srv/sohoa/inbox"', 'hot_folder = "/srv/scans/sohoa/inbox"')
+    command = f"umask 077 && exec {sys.executable} {PROVISION} --root {root} --skip-packages --skip-python --answers {write_capture_answers(tmp_path, tables)}"
+
+    result = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=300)
+
+    assert result.returncode == 0, result.stderr
+    assert mode(root / "srv/scans") == 0o755
+    assert mode(root / "srv/scans/sohoa") == 0o755
+    assert mode(root / "srv/scans/sohoa/inbox") == 0o2770
+
+
+def test_privileged_share_group_rejected(tmp_path):
+    tables = CAPTURE_TABLES.replace('hot_folder_group = "scan-share"', 'hot_folder_group = "sudo"')
+
+    result = provision(tmp_path / "root", write_capture_answers(tmp_path, tables))
+
+    assert result.returncode == 1
+    assert "capture.hot_folder_group: sudo is a privileged group" in result.stderr
+
+
 def test_capture_answer_types_checked(tmp_path):
     tables = '\n[capture]\nauto_start = "yes"\nspeed = 3\n\n[[buttons]]\npin = "five"\nprofile = "vanbang"\n'
 
