@@ -593,7 +593,7 @@ except ImportError as exc:
     raise SystemExit(3)
 try:
     parse_config(tomllib.loads(sys.stdin.read()), source=sys.argv[1])
-except ConfigError as exc:
+except (ConfigError, tomllib.TOMLDecodeError) as exc:
     print(exc)
     raise SystemExit(1)
 """
@@ -615,7 +615,8 @@ def validate_config(content: str, commands: list[tuple[list[str], dict[str, str]
             return True
         if result.returncode == 1:
             raise ProvisioningError(
-                f"{result.stdout.strip()}\nThe answers give an invalid {CONFIG_FILE}; correct the answers above and provision again."
+                f"{result.stdout.strip() or result.stderr.strip()}\nThe answers give an invalid {CONFIG_FILE}; correct the answers that set these keys "
+                "([[buttons]] sets gpio.buttons) and provision again."
             )
     return False
 
