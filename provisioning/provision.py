@@ -5,9 +5,10 @@ Run it as root from a checkout of this repository:
 
     sudo provisioning/provision.py --answers /boot/firmware/sohoa-answers.toml
 
-The answers file holds this box's values (site, device id, operator, scanner,
-token, broker, archive) and the paths of its secret files; see
-``provisioning/templates/answers.toml.example``. Every step compares what is
+The answers file contains this box's values (site, device id, operator, scanner,
+token, broker, archive), the paths of its secret files and, optionally, its
+capture settings, profiles, buttons and hot folder (``capture_answers.py``);
+see ``provisioning/templates/answers.toml.example``. Every step compares what is
 on disk with what it would write and only changes what differs, so a second
 run reports 0 changes. ``--root DIR`` provisions the file tree under DIR
 instead of ``/`` (for tests and image builds); it needs ``--skip-packages``
@@ -33,6 +34,15 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from capture_answers import (
+    FLAT_KEYS,
+    TABLE_ANSWERS,
+    check_capture_answers,
+    normalize_capture_answers,
+    render_capture_blocks,
+    toml_literal,
+)
+
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = REPO / "provisioning" / "templates"
 PACKAGES_FILE = REPO / "provisioning" / "box-packages.txt"
@@ -53,6 +63,10 @@ DROP_IN_DIR = UNIT_DIR / f"{UNIT_NAME}.d"
 DATA_MOUNT_NAME = "var-lib-sohoa.mount"
 UDEV_RULES = PurePosixPath("/etc/udev/rules.d/70-sohoa.rules")
 SYSUSERS_FILE = PurePosixPath("/etc/sysusers.d/sohoa.conf")
+HOT_FOLDER_SYSUSERS_FILE = PurePosixPath("/etc/sysusers.d/sohoa-hot-folder.conf")
+HOT_FOLDER_DROP_IN = DROP_IN_DIR / "hot-folder.conf"
+# setgid, so that files the share users save keep the folder's group; no access for others.
+HOT_FOLDER_MODE = 0o2770
 SERVICE_USER = "sohoa"
 
 REQUIRED_ANSWERS = (
@@ -80,6 +94,7 @@ CREDENTIALS = (
     ("archive_token_file", "archive-token", True),
     ("broker_password_file", "mqtt-password", False),
     ("broker_keyfile", "mqtt-client-key", False),
+    ("unit_pin_file", "unit-token-pin", False),
 )
 # Certificates copied into CA_DIR: answer key, file name.
 CERTIFICATES = (
@@ -89,7 +104,7 @@ CERTIFICATES = (
     ("broker_certfile", "broker-client.pem"),
 )
 FILE_ANSWERS = tuple(key for key, _, _ in CREDENTIALS) + tuple(key for key, _ in CERTIFICATES)
-KNOWN_ANSWERS = set(REQUIRED_ANSWERS) | set(DEFAULT_ANSWERS) | set(FILE_ANSWERS)
+KNOWN_ANSWERS = set(REQUIRED_ANSWERS) | set(DEFAULT_ANSWERS) | set(FILE_ANSWERS) | set(FLAT_KEYS) | set(TABLE_ANSWERS)
 
 
 class ProvisioningError(Exception):
@@ -172,6 +187,7 @@ def check_answers(answers: dict[str, object]) -> list[str]:
         problems.append("broker_certfile, broker_keyfile: give both for a client certificate, or neither")
     if answers.get("broker_certfile") and str(answers["broker_tls"]).lower() != "true":
         problems.append("broker_certfile: a client certificate needs broker_tls = true")
+    problems += check_capture_answers(answers)
     return problems
 
 
@@ -182,7 +198,7 @@ def normalize_answers(answers: dict[str, object]) -> dict[str, object]:
     normalized["broker_tls"] = str(answers["broker_tls"]).lower() == "true"
     normalized["key_id"] = str(answers["key_id"]).lower()
     normalized["buzzer_pin"] = int(answers["buzzer_pin"]) if str(answers["buzzer_pin"]) else ""
-    return normalized
+    return normalize_capture_answers(normalized)
 
 
 # the file tree under the root
@@ -313,9 +329,11 @@ class Provisioner:
         self.options = options
         self.report = Report()
         self.tree = Tree(root, self.report)
+        self.config_validated = False
 
     def run(self) -> Report:
         self.check_secrets_available()
+        self.check_config()
         if not self.options.skip_packages:
             self.install_packages()
         self.create_accounts()
@@ -325,6 +343,7 @@ class Provisioner:
         self.install_models()
         self.install_docs()
         self.create_data_dir()
+        self.create_hot_folder()
         self.install_certificates()
         self.install_credentials()
         self.write_config()
@@ -367,6 +386,19 @@ class Provisioner:
         after = [_file_digest(path) for path in account_files]
         self.report.record(before != after, f"user {SERVICE_USER} and groups scanner, gpio, sohoa-token")
 
+        group = self.hot_folder_group()
+        if group == SERVICE_USER:
+            self.tree.ensure_absent(HOT_FOLDER_SYSUSERS_FILE)
+            return
+        # The share group: its members (the Samba or FTP users) and sohoa read and write the hot folder.
+        content = f"g {group} -\nm {SERVICE_USER} {group}\n"
+        self.tree.ensure_file(HOT_FOLDER_SYSUSERS_FILE, content.encode(), 0o644)
+        before = [_file_digest(path) for path in account_files]
+        sysusers = ["systemd-sysusers", f"--root={self.root}", str(self.tree.path(HOT_FOLDER_SYSUSERS_FILE))]
+        run_command(sysusers, f"Creating the group {group} of the hot folder")
+        after = [_file_digest(path) for path in account_files]
+        self.report.record(before != after, f"group {group} with member {SERVICE_USER}")
+
     def install_system_files(self) -> None:
         self.tree.ensure_file(UNIT_DIR / UNIT_NAME, (REPO / "systemd" / UNIT_NAME).read_bytes(), 0o644)
         self.tree.ensure_file(UDEV_RULES, (REPO / "systemd" / "udev" / "70-sohoa.rules").read_bytes(), 0o644)
@@ -387,6 +419,16 @@ class Provisioner:
             self.tree.ensure_file(drop_in, ("[Service]\n" + "\n".join(lines) + "\n").encode(), 0o644)
         else:
             self.tree.ensure_absent(drop_in)
+
+        # ProtectSystem=strict makes everything but /var/lib/sohoa read-only for the daemon.
+        # The "-" lets the service start without the folder: the daemon then raises the
+        # hot_folder_unavailable alert instead of staying down.
+        hot_folder = self.answers["capture"].get("hot_folder")
+        if hot_folder:
+            content = f"[Service]\nReadWritePaths=-{hot_folder}\n"
+            self.tree.ensure_file(HOT_FOLDER_DROP_IN, content.encode(), 0o644)
+        else:
+            self.tree.ensure_absent(HOT_FOLDER_DROP_IN)
 
     def install_python_package(self) -> None:
         """Create the virtual environment and install the package when its source changed since the last install."""
@@ -431,6 +473,24 @@ class Provisioner:
     def create_data_dir(self) -> None:
         self.tree.ensure_dir(DATA_DIR, 0o750, read_account_ids(self.root, SERVICE_USER))
 
+    def create_hot_folder(self) -> None:
+        """Create the hot folder owned by sohoa and the share group; an existing folder keeps its files."""
+        hot_folder = self.answers["capture"].get("hot_folder")
+        if not hot_folder:
+            return
+        folder = PurePosixPath(hot_folder)
+        # Missing parents get 0755 whatever the umask, so that sohoa and the share users can reach the folder.
+        for parent in reversed(folder.parents):
+            path = self.tree.path(parent)
+            if not path.exists():
+                path.mkdir()
+                path.chmod(0o755)
+        owner = (read_account_ids(self.root, SERVICE_USER)[0], read_group_id(self.root, self.hot_folder_group()))
+        self.tree.ensure_dir(folder, HOT_FOLDER_MODE, owner)
+
+    def hot_folder_group(self) -> str:
+        return str(self.answers["capture"].get("hot_folder_group") or SERVICE_USER)
+
     def install_certificates(self) -> None:
         self.tree.ensure_dir(CONFIG_DIR, 0o755)
         self.tree.ensure_dir(CA_DIR, 0o755)
@@ -445,7 +505,28 @@ class Provisioner:
             if self.answers.get(key):
                 self.tree.ensure_file(CREDENTIALS_DIR / name, Path(str(self.answers[key])).read_bytes(), 0o600)
 
+    def check_config(self) -> None:
+        """Validate the configuration the answers give before changing anything, if sohoa can already be imported."""
+        self.config_validated = validate_config(self.render_config(), self.validator_commands())
+
     def write_config(self) -> None:
+        content = self.render_config()
+        if not self.config_validated and not validate_config(content, self.validator_commands()):
+            print(f"note: {CONFIG_FILE} was not checked, because the sohoa package cannot be imported yet", flush=True)
+        owner = (0, read_account_ids(self.root, SERVICE_USER)[1])
+        self.tree.ensure_file(CONFIG_FILE, content.encode("utf-8"), 0o640, owner)
+
+    def validator_commands(self) -> list[tuple[list[str], dict[str, str]]]:
+        """Return the Python commands that can run sohoa's parse_config: the box's environment, then this checkout's."""
+        commands = []
+        venv_python = self.tree.path(VENV_DIR / "bin" / "python")
+        if venv_python.exists():
+            commands.append(([str(venv_python), "-c", VALIDATE_SCRIPT, str(CONFIG_FILE)], {}))
+        checkout = {"PYTHONPATH": str(REPO / "daemon")}
+        commands.append(([sys.executable, "-c", VALIDATE_SCRIPT, str(CONFIG_FILE)], checkout))
+        return commands
+
+    def render_config(self) -> str:
         values = dict(self.answers)
         values["data_dir"] = str(DATA_DIR)
         values["models_dir"] = str(MODELS_DIR)
@@ -460,10 +541,12 @@ class Provisioner:
         values["broker_certfile_line"] = _optional_line("certfile", self.ca_path("broker_certfile", "broker-client.pem"))
         has_client_key = self.has_credential("broker_keyfile", "mqtt-client-key")
         values["broker_keyfile_line"] = _optional_line("keyfile", "mqtt-client-key" if has_client_key else "")
-
-        content = render_template("sohoa.toml.in", values, toml=True)
-        owner = (0, read_account_ids(self.root, SERVICE_USER)[1])
-        self.tree.ensure_file(CONFIG_FILE, content.encode("utf-8"), 0o640, owner)
+        has_unit_pin = self.has_credential("unit_pin_file", "unit-token-pin")
+        values["unit_pin_line"] = _optional_line("unit_pin_file", "unit-token-pin" if has_unit_pin else "")
+        values.update(render_capture_blocks(self.answers))
+        values = {key: value for key, value in values.items() if key not in TABLE_ANSWERS}
+        # Unset optional keys and sections leave empty lines; keep at most one between blocks.
+        return re.sub(r"\n{3,}", "\n\n", render_template("sohoa.toml.in", values, toml=True))
 
     def enable_units(self) -> None:
         units = [UNIT_NAME] + ([DATA_MOUNT_NAME] if self.answers["data_device"] else [])
@@ -499,30 +582,71 @@ class Provisioner:
         return str(CA_DIR / name) if self.has_certificate(key, name) else ""
 
 
+# Run by a Python that can import sohoa; exit status 3 means it cannot.
+VALIDATE_SCRIPT = """
+import sys, tomllib
+try:
+    from sohoa.config import parse_config
+    from sohoa.errors import ConfigError
+except ImportError as exc:
+    print(exc)
+    raise SystemExit(3)
+try:
+    parse_config(tomllib.loads(sys.stdin.read()), source=sys.argv[1])
+except (ConfigError, tomllib.TOMLDecodeError) as exc:
+    print(exc)
+    raise SystemExit(1)
+"""
+
+
+def validate_config(content: str, commands: list[tuple[list[str], dict[str, str]]]) -> bool:
+    """Check ``content`` with sohoa's parse_config through the first command that can import it.
+
+    Returns False when none can, and raises ProvisioningError when the content is invalid.
+    """
+    for command, environment in commands:
+        try:
+            result = subprocess.run(
+                command, input=content, capture_output=True, text=True, timeout=120, env={**os.environ, **environment}
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if result.returncode == 0:
+            return True
+        if result.returncode == 1:
+            raise ProvisioningError(
+                f"{result.stdout.strip() or result.stderr.strip()}\nThe answers give an invalid {CONFIG_FILE}; correct the answers that set these keys "
+                "([[buttons]] sets gpio.buttons) and provision again."
+            )
+    return False
+
+
 def render_template(name: str, values: dict[str, object], *, toml: bool) -> str:
     """Fill ``templates/<name>``; with ``toml`` each plain value becomes a TOML literal, line values stay as they are."""
     rendered = {}
     for key, value in values.items():
-        rendered[key] = value if (not toml or key.endswith("_line")) else _toml_literal(value)
+        rendered[key] = value if (not toml or key.endswith(("_line", "_lines", "_section"))) else toml_literal(value)
     return string.Template((TEMPLATES / name).read_text(encoding="utf-8")).substitute(rendered)
-
-
-def _toml_literal(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_literal(item) for item in value) + "]"
-    # A JSON string is a valid TOML basic string: the same quotes and escapes.
-    return json.dumps(str(value), ensure_ascii=False)
 
 
 def _optional_line(key: str, value: object) -> str:
     """Return ``key = value`` for a set value, or a commented-out key, so the template keeps one shape."""
     if value:
-        return f"{key} = {_toml_literal(value)}"
+        return f"{key} = {toml_literal(value)}"
     return f"# {key} ="
+
+
+def read_group_id(root: Path, group: str) -> int:
+    """Return the gid of ``group`` from ``<root>/etc/group``, not from the running system."""
+    group_file = root / "etc" / "group"
+    try:
+        for line in group_file.read_text(encoding="utf-8").splitlines():
+            fields = line.split(":")
+            if len(fields) >= 3 and fields[0] == group:
+                return int(fields[2])
+    except OSError as exc:
+        raise ProvisioningError(f"Cannot read {group_file}: {exc}") from exc
+    raise ProvisioningError(f"Group {group} not found in {group_file}; systemd-sysusers did not create it")
 
 
 def _file_digest(path: Path) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -307,8 +308,9 @@ def test_provisioned_units_verify(tmp_path):
     root = tmp_path / "root"
     password = tmp_path / "mqtt-password"
     password.write_text("broker-secret\n", encoding="utf-8")
-    answers = write_answers(tmp_path, data_device="LABEL=sohoa-data", broker_username="box-07", broker_password_file=str(password))
+    answers = write_capture_answers(tmp_path, data_device="LABEL=sohoa-data", broker_username="box-07", broker_password_file=str(password))
     assert provision(root, answers).returncode == 0
+    assert (root / "etc/systemd/system/sohoa.service.d/hot-folder.conf").is_file()
     shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
     # verify checks that ExecStart= names an executable; --skip-python left the venv out.
     executable = root / "opt/sohoa/.venv/bin/sohoa"
@@ -321,3 +323,296 @@ def test_provisioned_units_verify(tmp_path):
 
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "", result.stderr
+
+
+CAPTURE_TABLES = """
+long_press_seconds = 3.5
+attach_fields = true
+max_rejections = 5
+tsa_url = "http://tsa.example.gov.vn/tsa"
+unit_key_id = "02"
+unit_sign_types = ["VB", "GCN"]
+
+[capture]
+scanner_buttons = true
+auto_start = true
+poll_seconds = 0.5
+scanner_button_options = ["scan", "email"]
+scanner_button_profiles = { scan = "vanbang", email = "sotay" }
+separator_sheets = false
+hot_folder = "/srv/sohoa/inbox"
+hot_folder_group = "scan-share"
+hot_folder_profile = "vanbang"
+hot_folder_settle_seconds = 4
+remove_blank_pages = false
+deskew = false
+
+[profiles.vanbang]
+label = "Văn bằng, chứng chỉ"
+type_code = "VB"
+mode = "Color"
+resolution = 400
+
+[profiles.sotay]
+label = "Sổ, tài liệu đóng quyển"
+source = "Flatbed"
+flatbed = true
+
+[[buttons]]
+pin = 5
+profile = "vanbang"
+
+[[buttons]]
+pin = 6
+profile = "sotay"
+"""
+
+
+def write_capture_answers(folder: Path, tables: str = CAPTURE_TABLES, **overrides: object) -> Path:
+    """Write an answers file whose capture, profile and button tables follow the flat answers."""
+    path = write_answers(folder, **overrides)
+    path.write_text(path.read_text(encoding="utf-8") + tables, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def provisioned_capture(tmp_path_factory):
+    """Provision one root prefix with capture answers and a hot folder, twice."""
+    folder = tmp_path_factory.mktemp("provision-capture")
+    root = folder / "root"
+    answers = write_capture_answers(folder)
+    first = provision(root, answers)
+    second = provision(root, answers)
+    return root, first, second
+
+
+def test_capture_answers_rendered(provisioned_capture):
+    root, first, _ = provisioned_capture
+    assert first.returncode == 0, first.stderr
+
+    config = load_config(root / "etc/sohoa/sohoa.toml")
+
+    capture = config.capture
+    assert capture.scanner_buttons is True
+    assert capture.auto_start is True
+    assert capture.poll_seconds == 0.5
+    assert capture.scanner_button_options == ["scan", "email"]
+    assert capture.scanner_button_profiles == {"scan": "vanbang", "email": "sotay"}
+    assert capture.separator_sheets is False
+    assert capture.hot_folder == Path("/srv/sohoa/inbox")
+    assert capture.hot_folder_profile == "vanbang"
+    assert capture.hot_folder_settle_seconds == 4
+    assert capture.remove_blank_pages is False
+    assert capture.deskew is False
+    assert capture.crop is True
+    assert "page-loaded" in capture.paper_sensor_options
+
+
+def test_profiles_and_buttons_rendered(provisioned_capture):
+    root, _, _ = provisioned_capture
+
+    config = load_config(root / "etc/sohoa/sohoa.toml")
+
+    assert set(config.profiles) == {"vanbang", "sotay"}
+    assert config.profiles["vanbang"].label == "Văn bằng, chứng chỉ"
+    assert config.profiles["vanbang"].type_code == "VB"
+    assert config.profiles["vanbang"].resolution == 400
+    assert config.profiles["sotay"].source == "Flatbed"
+    assert config.profiles["sotay"].flatbed is True
+    assert [(button.pin, button.profile) for button in config.gpio.buttons] == [(5, "vanbang"), (6, "sotay")]
+    assert config.gpio.long_press_seconds == 3.5
+
+
+def test_flat_capture_answers_rendered(provisioned_capture):
+    root, _, _ = provisioned_capture
+
+    config = load_config(root / "etc/sohoa/sohoa.toml")
+
+    assert config.pdf.attach_fields is True
+    assert config.upload.max_rejections == 5
+    assert config.signing.tsa_url == "http://tsa.example.gov.vn/tsa"
+    assert config.signing.unit_key_id == "02"
+    assert config.signing.unit_sign_types == ["VB", "GCN"]
+    assert config.signing.unit_pin_file is None
+
+
+def test_capture_defaults_without_answers(provisioned):
+    root, _, _ = provisioned
+
+    config = load_config(root / "etc/sohoa/sohoa.toml")
+
+    assert config.capture == type(config.capture)()
+    assert config.profiles == {}
+    assert config.gpio.buttons == []
+    assert config.gpio.long_press_seconds == 2.0
+    assert config.pdf.attach_fields is False
+    assert config.upload.max_rejections == 3
+    assert config.signing.tsa_url is None
+    assert not (root / "etc/systemd/system/sohoa.service.d/hot-folder.conf").exists()
+
+
+def test_hot_folder_created_with_share_group(provisioned_capture):
+    root, _, _ = provisioned_capture
+    folder = root / "srv/sohoa/inbox"
+
+    assert folder.is_dir()
+    assert mode(folder) == 0o2770
+    share_group = account_entry(root, "group", "scan-share")
+    assert "sohoa" in share_group[3].split(",")
+    if os.geteuid() == 0:
+        assert str(folder.stat().st_uid) == account_entry(root, "passwd", "sohoa")[2]
+        assert str(folder.stat().st_gid) == share_group[2]
+
+
+def test_hot_folder_drop_in_written(provisioned_capture):
+    root, _, _ = provisioned_capture
+
+    drop_in = (root / "etc/systemd/system/sohoa.service.d/hot-folder.conf").read_text(encoding="utf-8")
+
+    assert drop_in == "[Service]\nReadWritePaths=-/srv/sohoa/inbox\n"
+
+
+def test_capture_second_run_changes_nothing(provisioned_capture):
+    _, first, second = provisioned_capture
+
+    assert second.returncode == 0, second.stderr
+    changed, unchanged = summary_counts(second.stdout)
+    assert changed == 0, second.stdout
+    assert unchanged == sum(summary_counts(first.stdout))
+
+
+def test_hot_folder_keeps_files_and_drop_in_removed(tmp_path):
+    root = tmp_path / "root"
+    assert provision(root, write_capture_answers(tmp_path)).returncode == 0
+    saved = root / "srv/sohoa/inbox/scan-0001.pdf"
+    saved.write_bytes(b"%PDF-1.7\n")
+
+    result = provision(root, write_answers(tmp_path))
+
+    assert result.returncode == 0, result.stderr
+    assert "changed: removed /etc/systemd/system/sohoa.service.d/hot-folder.conf" in result.stdout
+    assert "changed: removed /etc/sysusers.d/sohoa-hot-folder.conf" in result.stdout
+    assert saved.read_bytes() == b"%PDF-1.7\n"
+    assert load_config(root / "etc/sohoa/sohoa.toml").capture.hot_folder is None
+
+
+@pytest.mark.parametrize("folder", ["/home/scan/inbox", "/root/inbox", "/tmp/inbox"])
+def test_hidden_hot_folder_rejected(tmp_path, folder):
+    root = tmp_path / "root"
+    tables = CAPTURE_TABLES.replace('hot_folder = "/srv/sohoa/inbox"', f'hot_folder = "{folder}"')
+
+    result = provision(root, write_capture_answers(tmp_path, tables))
+
+    assert result.returncode == 1
+    assert f"capture.hot_folder: {folder} is under" in result.stderr
+    assert "/srv/sohoa/inbox" in result.stderr
+    assert not (root / "etc").exists()
+
+
+def test_hot_folder_relative_path_rejected(tmp_path):
+    tables = CAPTURE_TABLES.replace('hot_folder = "/srv/sohoa/inbox"', 'hot_folder = "inbox"')
+
+    result = provision(tmp_path / "root", write_capture_answers(tmp_path, tables))
+
+    assert result.returncode == 1
+    assert "capture.hot_folder: 'inbox' must be an absolute path" in result.stderr
+
+
+def test_hot_folder_parents_reachable(tmp_path):
+    root = tmp_path / "root"
+    tables = CAPTURE_TABLES.replace('hot_folder = "/srv/sohoa/inbox"', 'hot_folder = "/srv/scans/sohoa/inbox"')
+    command = f"umask 077 && exec {sys.executable} {PROVISION} --root {root} --skip-packages --skip-python --answers {write_capture_answers(tmp_path, tables)}"
+
+    result = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=300)
+
+    assert result.returncode == 0, result.stderr
+    assert mode(root / "srv/scans") == 0o755
+    assert mode(root / "srv/scans/sohoa") == 0o755
+    assert mode(root / "srv/scans/sohoa/inbox") == 0o2770
+
+
+def test_privileged_share_group_rejected(tmp_path):
+    tables = CAPTURE_TABLES.replace('hot_folder_group = "scan-share"', 'hot_folder_group = "sudo"')
+
+    result = provision(tmp_path / "root", write_capture_answers(tmp_path, tables))
+
+    assert result.returncode == 1
+    assert "capture.hot_folder_group: sudo is a privileged group" in result.stderr
+
+
+def test_capture_answer_types_checked(tmp_path):
+    tables = '\n[capture]\nauto_start = "yes"\nspeed = 3\n\n[[buttons]]\npin = "five"\nprofile = "vanbang"\n'
+
+    result = provision(tmp_path / "root", write_capture_answers(tmp_path, tables))
+
+    assert result.returncode == 1
+    assert "capture.auto_start: 'yes' is not a boolean" in result.stderr
+    assert "capture.speed: unknown key" in result.stderr
+    assert "buttons[0].pin: 'five' is not a whole number" in result.stderr
+
+
+def test_button_without_profile_rejected_by_config(tmp_path):
+    root = tmp_path / "root"
+    tables = '\n[[buttons]]\npin = 5\nprofile = "vanbang"\n'
+
+    result = provision(root, write_capture_answers(tmp_path, tables))
+
+    assert result.returncode == 1
+    assert "profile 'vanbang' has no [profiles.vanbang] section" in result.stderr
+    assert "correct the answers" in result.stderr
+    assert not (root / "etc").exists()
+
+
+def test_flat_capture_answers_from_set(tmp_path):
+    root = tmp_path / "root"
+    extra = ("--set", "max_rejections=7", "--set", "attach_fields=true", "--set", "long_press_seconds=1.5")
+
+    result = provision(root, write_answers(tmp_path), *extra)
+
+    assert result.returncode == 0, result.stderr
+    config = load_config(root / "etc/sohoa/sohoa.toml")
+    assert config.upload.max_rejections == 7
+    assert config.pdf.attach_fields is True
+    assert config.gpio.long_press_seconds == 1.5
+
+
+def test_unit_pin_file_loaded_as_credential(tmp_path):
+    root = tmp_path / "root"
+    unit_pin = tmp_path / "unit-pin"
+    unit_pin.write_text("135790\n", encoding="utf-8")
+
+    result = provision(root, write_answers(tmp_path, unit_key_id="02", unit_token_label="UNIT-TOKEN", unit_pin_file=str(unit_pin)))
+
+    assert result.returncode == 0, result.stderr
+    assert mode(root / "etc/sohoa/credentials/unit-token-pin") == 0o600
+    drop_in = (root / "etc/systemd/system/sohoa.service.d/credentials.conf").read_text(encoding="utf-8")
+    assert drop_in == "[Service]\nLoadCredential=unit-token-pin:/etc/sohoa/credentials/unit-token-pin\n"
+    config = load_config(root / "etc/sohoa/sohoa.toml")
+    assert config.signing.unit_key_id == "02"
+    assert config.signing.unit_token_label == "UNIT-TOKEN"
+    assert config.signing.unit_pin_file == Path("unit-token-pin")
+
+
+def test_answers_example_with_options_provisions(tmp_path):
+    """The example answers file, with every optional setting switched on, provisions a valid box."""
+    example = (REPO / "provisioning/templates/answers.toml.example").read_text(encoding="utf-8")
+    start = example.index("# Optional settings")
+    required, optional = example[:start], example[start:]
+    optional = re.sub(r"^# (?=\[|[a-z_]+ = )", "", optional, flags=re.MULTILINE)
+    secret = tmp_path / "secret"
+    secret.write_text("secret\n", encoding="utf-8")
+    text = re.sub(r'^(\w+_file = )"[^"]*"', lambda match: f'{match.group(1)}"{secret}"', required + optional, flags=re.MULTILINE)
+    answers = tmp_path / "answers.toml"
+    answers.write_text(text, encoding="utf-8")
+    root = tmp_path / "root"
+
+    result = provision(root, answers)
+
+    assert result.returncode == 0, result.stderr
+    config = load_config(root / "etc/sohoa/sohoa.toml")
+    assert config.capture.hot_folder == Path("/srv/sohoa/inbox")
+    assert set(config.profiles) == {"vanbang", "sotay"}
+    assert [(button.pin, button.profile) for button in config.gpio.buttons] == [(5, "vanbang")]
+    assert config.signing.unit_pin_file == Path("unit-token-pin")
+    assert config.signing.rsa_padding == "pkcs1v15"
+    assert (root / "etc/systemd/system/sohoa.service.d/hot-folder.conf").is_file()
