@@ -6,8 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import queue
 import shutil
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
 from pathlib import Path
 
@@ -23,6 +28,7 @@ from sohoa.hotfolder.names import classify, is_temporary_name
 from sohoa.hotfolder.watcher import CompleteFile, HotFolderWatcher
 from sohoa.journal import JOB_STATES, Journal
 from sohoa.pipeline import Pipeline
+from sohoa.recovery import open_journal
 from sohoa.separator import Sheet, new_sheet_id, render_sheets
 from sohoa.signing import TokenSigner
 from sohoa.signing.verify import verify_pdf
@@ -696,6 +702,65 @@ def test_failed_split_leaves_no_job(importer, monkeypatch):
     assert outcome.status == IMPORTED
     assert [job.page_count for job in outcome.jobs] == [1, 1]
     assert len(importer.journal.jobs_in(*JOB_STATES)) == 2
+
+
+KILL_DURING_SPLIT = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+
+    sys.path.insert(0, {tests!r})
+    import test_hotfolder as helpers
+    import sohoa.splitting as splitting
+    from sohoa.hotfolder.importer import HotFolderImporter
+    from sohoa.hotfolder.watcher import CompleteFile
+    from sohoa.journal import Journal
+    from sohoa.pipeline import Pipeline
+
+    real_set_aside = splitting.BatchSplitter._set_aside
+
+    def set_aside_then_die(self, path, role, sheet_id):
+        real_set_aside(self, path, role, sheet_id)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    splitting.BatchSplitter._set_aside = set_aside_then_die
+    config = helpers.box_config(Path(sys.argv[1]))
+    journal = Journal(config.journal_path, manifests_dir=config.spool_dir)
+    pipeline = Pipeline(config, journal, scanner=None, ocr=None, signer=None, archive=None)
+    HotFolderImporter(config, journal, pipeline).import_file(CompleteFile(Path(sys.argv[2]), None, "closed"))
+    """
+)
+
+
+def test_kill_during_split_imports_once(tmp_path):
+    config = box_config(tmp_path)
+    prepare_hot_folder(config.capture.hot_folder)
+    first, second = sample_pages("quyet-dinh")[:2]
+    source = batch_pdf(Path(config.capture.hot_folder) / "lo.pdf", [first, Sheet(kind="separator", sheet_id=new_sheet_id()), second])
+
+    # Killed after the second job's row and its sheet file exist, inside the import's transaction.
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_DURING_SPLIT.format(tests=str(Path(__file__).parent)), str(tmp_path), str(source)],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "daemon")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+
+    journal, _report = open_journal(config)
+    try:
+        assert journal.jobs_in(*JOB_STATES) == [], "a half-imported file left jobs in the journal"
+        assert source.exists()
+        assert not any(path.is_dir() for path in config.spool_dir.iterdir()), "the uncommitted jobs' folders stayed in the spool"
+        assert len(list((config.box.data_dir / "orphans").iterdir())) == 2
+        pipeline = Pipeline(config, journal, scanner=None, ocr=None, signer=None, archive=None)
+        outcome = HotFolderImporter(config, journal, pipeline).import_file(CompleteFile(source, None, "closed"))
+        assert outcome.status == IMPORTED
+        assert [job.page_count for job in outcome.jobs] == [1, 1]
+        assert len(journal.jobs_in(*JOB_STATES)) == 2
+    finally:
+        journal.close()
 
 
 def test_only_sheets_rejected(importer):
