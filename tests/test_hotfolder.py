@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import queue
 import shutil
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
 from pathlib import Path
 
@@ -20,11 +26,16 @@ from sohoa.hotfolder import ledger
 from sohoa.hotfolder.importer import FINISHED, IMPORTED, REJECTED, REASON_SUFFIX, HotFolderImporter, prepare_hot_folder
 from sohoa.hotfolder.names import classify, is_temporary_name
 from sohoa.hotfolder.watcher import CompleteFile, HotFolderWatcher
-from sohoa.journal import Journal
+from sohoa.journal import JOB_STATES, Journal
 from sohoa.pipeline import Pipeline
+from sohoa.recovery import open_journal
+from sohoa.separator import Sheet, new_sheet_id, render_sheets
 from sohoa.signing import TokenSigner
+from sohoa.signing.verify import verify_pdf
+from sohoa.splitting import page_count_error
 from sohoa.testbed.demo import PIN_ENV, sample_pages, wait_for_state
 from sohoa.testbed.mosquitto import MessageRecorder
+from sohoa.testbed.pages import blank_scan
 
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 DECISION_LINES = [
@@ -456,6 +467,9 @@ def test_hot_folder_files_reach_archive(testbed, start_daemon):
         daemon = start_daemon()
         shutil.move(signed, inbox / signed.name)
         two_page_pdf(staging / "hai-trang.pdf").rename(inbox / "hai-trang.pdf")
+        first, second = sample_pages("quyet-dinh")[:2]
+        separator = Sheet(kind="separator", sheet_id=new_sheet_id(), expected_pages=1)
+        batch_pdf(staging / "lo-co-to-tach.pdf", [first, separator, second]).rename(inbox / "lo-co-to-tach.pdf")
         # Written in pieces into the inbox itself: a partial TIFF would be rejected, so two pages prove it waited.
         tiff = two_page_tiff(staging / "hai-trang.tif").read_bytes()
         write_slowly(inbox / "hai-trang.tif", tiff, chunks=8, between=lambda: threading.Event().wait(0.1))
@@ -463,11 +477,17 @@ def test_hot_folder_files_reach_archive(testbed, start_daemon):
         (inbox / "rong.jpg").write_bytes(b"")
         (inbox / "ghi-chu.txt").write_text("không phải ảnh quét", encoding="utf-8")
 
-        state = wait_for_state(daemon, lambda s: s["totals"]["documents_uploaded"] >= 3, PIPELINE_TIMEOUT)
+        state = wait_for_state(daemon, lambda s: s["totals"]["documents_uploaded"] >= 5, PIPELINE_TIMEOUT)
         assert state is not None, f"the imported documents did not reach the archive: {daemon.state()}"
         assert daemon._health_problem() is None
 
-        records = {record["metadata"]["x_import"]["file_name"]: record for record in testbed.receiver.records()}
+        split = [record for record in testbed.receiver.records() if record["metadata"]["x_import"]["file_name"] == "lo-co-to-tach.pdf"]
+        assert len(split) == 2, "the file with a separator sheet did not become two documents"
+        assert sorted(record["metadata"]["PageAmount"] for record in split) == [1, 1]
+        assert [record["metadata"]["x_sheet"]["sheet_id"] for record in split if "x_sheet" in record["metadata"]] == [separator.sheet_id]
+        records = {
+            record["metadata"]["x_import"]["file_name"]: record for record in testbed.receiver.records() if record not in split
+        }
         assert set(records) == {signed.name, "hai-trang.pdf", "hai-trang.tif"}
         stored = testbed.receiver.store.file_path(records[signed.name]["DocCode"])
         assert stored.read_bytes() == signed_bytes
@@ -488,7 +508,9 @@ def test_hot_folder_files_reach_archive(testbed, start_daemon):
 
         for name in ("hong.png", "rong.jpg", "ghi-chu.txt"):
             assert (inbox / "rejected" / (name + REASON_SUFFIX)).exists(), name
-        assert sorted(path.name for path in (inbox / "done").iterdir()) == sorted([signed.name, "hai-trang.pdf", "hai-trang.tif"])
+        assert sorted(path.name for path in (inbox / "done").iterdir()) == sorted(
+            [signed.name, "hai-trang.pdf", "hai-trang.tif", "lo-co-to-tach.pdf"]
+        )
         for name in ("hong.png", "rong.jpg", "ghi-chu.txt"):
             recorder.wait_for(
                 lambda m, name=name: m.topic.endswith("/event") and json.loads(m.payload).get("file") == name
@@ -498,7 +520,9 @@ def test_hot_folder_files_reach_archive(testbed, start_daemon):
         events = _events(recorder)
         rejected = sorted(event["file"] for event in events if event["event"] == "import_rejected")
         assert rejected == ["ghi-chu.txt", "hong.png", "rong.jpg"]
-        assert sorted(event["file"] for event in events if event["event"] == "job_imported") == sorted(records)
+        assert sorted(event["file"] for event in events if event["event"] == "job_imported") == sorted([*records, "lo-co-to-tach.pdf"])
+        split_event = next(event for event in events if event["event"] == "job_imported" and event["file"] == "lo-co-to-tach.pdf")
+        assert len(split_event["job_ids"]) == 2
         assert {event["file"] for event in events if event["event"] == "import_started"} >= set(records)
     finally:
         recorder.stop()
@@ -583,3 +607,243 @@ def test_disk_reserve_keeps_file_in_inbox(testbed, start_daemon):
     assert (inbox / "scan.png").exists()
     assert not (inbox / "done" / "scan.png").exists()
     assert daemon.journal.state_counts()["captured"] == 0
+
+
+# separator and cover sheets in a file
+
+
+def _sheet_pdf(folder: Path, sheet: Sheet) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"sheet-{sheet.sheet_id}.pdf"
+    render_sheets([sheet], path)
+    return path
+
+
+def batch_pdf(path: Path, parts: list[Path | Sheet]) -> Path:
+    """Write one PDF whose pages are the sample page images and the printed sheets in ``parts``, in order."""
+    staging = path.parent / f"{path.stem}-parts"
+    staging.mkdir()
+    with pikepdf.new() as batch:
+        for number, part in enumerate(parts):
+            if isinstance(part, Sheet):
+                part_pdf = _sheet_pdf(staging, part)
+            else:
+                part_pdf = staging / f"page-{number}.pdf"
+                Image.open(part).convert("RGB").save(part_pdf, resolution=300)
+            with pikepdf.open(part_pdf) as single:
+                batch.pages.extend(single.pages)
+        batch.save(path)
+    shutil.rmtree(staging)
+    return path
+
+
+def test_sheet_in_pdf_splits_into_jobs(importer):
+    first, second = sample_pages("quyet-dinh")[:2]
+    separator = Sheet(kind="separator", sheet_id=new_sheet_id(), profile="van-bang", type_code="VB", operator="Lê Văn Cường", expected_pages=1)
+    batch_pdf(importer.root / "lo.pdf", [first, separator, second])
+
+    outcome = importer.import_file(CompleteFile(importer.root / "lo.pdf", None, "closed"))
+
+    assert outcome.status == IMPORTED
+    assert [job.page_count for job in outcome.jobs] == [1, 1]
+    assert [job.state for job in outcome.jobs] == ["captured", "captured"]
+    assert outcome.job == outcome.jobs[0]
+    opened = outcome.jobs[1]
+    assert opened.profile == "van-bang"
+    assert opened.origin == "hot_folder"
+    assert opened.declared["sheet_id"] == separator.sheet_id
+    assert opened.declared["operator"] == "Lê Văn Cường"
+    assert opened.declared["page_check"] == {"expected": 1, "scanned": 1, "match": True}
+    assert [entry["role"] for entry in opened.declared["sheet_files"]] == ["sheet"]
+    assert outcome.jobs[0].declared is None
+    for job in outcome.jobs:
+        assert ledger.find_by_job(importer.journal, job.id).sha256 == outcome.record.sha256
+        pages = importer.journal.pages(job.id)
+        assert [Path(page.path).parent.parent.name for page in pages] == [job.id]
+    assert ledger.job_ids(importer.journal, outcome.record) == [job.id for job in outcome.jobs]
+    metadata = importer.pipeline.upload_metadata(opened)
+    assert metadata["x_import"]["file_name"] == "lo.pdf"
+    assert metadata["x_sheet"]["sheet_id"] == separator.sheet_id
+
+
+def test_sheet_page_count_mismatch_flagged(importer):
+    first, second = sample_pages("quyet-dinh")[:2]
+    cover = Sheet(kind="cover", sheet_id=new_sheet_id(), expected_pages=3)
+    batch_pdf(importer.root / "thieu-trang.pdf", [cover, first, second])
+
+    outcome = importer.import_file(CompleteFile(importer.root / "thieu-trang.pdf", None, "closed"))
+
+    assert outcome.status == IMPORTED
+    assert len(outcome.jobs) == 1, "a cover before any page describes the first job"
+    job = outcome.job
+    assert job.page_count == 2
+    assert job.declared["page_check"] == {"expected": 3, "scanned": 2, "match": False}
+    assert page_count_error(job).code == "page_count_mismatch"
+
+
+def test_failed_split_leaves_no_job(importer, monkeypatch):
+    first, second = sample_pages("quyet-dinh")[:2]
+    separator = Sheet(kind="separator", sheet_id=new_sheet_id())
+    source = batch_pdf(importer.root / "lo.pdf", [first, separator, second])
+    original_insert = ledger.insert
+
+    def fail_insert(db, record, job_ids=()):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(ledger, "insert", fail_insert)
+    with pytest.raises(OSError):
+        importer.import_file(CompleteFile(source, None, "closed"))
+    assert source.exists(), "the file left the inbox although no job was committed"
+    assert importer.journal.jobs_in(*JOB_STATES) == []
+    assert not any(importer.config.spool_dir.glob("*/batch-01")), "the failed import left page files behind"
+
+    monkeypatch.setattr(ledger, "insert", original_insert)
+    outcome = importer.import_file(CompleteFile(source, None, "closed"))
+    assert outcome.status == IMPORTED
+    assert [job.page_count for job in outcome.jobs] == [1, 1]
+    assert len(importer.journal.jobs_in(*JOB_STATES)) == 2
+
+
+KILL_DURING_SPLIT = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+
+    sys.path.insert(0, {tests!r})
+    import test_hotfolder as helpers
+    import sohoa.splitting as splitting
+    from sohoa.hotfolder.importer import HotFolderImporter
+    from sohoa.hotfolder.watcher import CompleteFile
+    from sohoa.journal import Journal
+    from sohoa.pipeline import Pipeline
+
+    real_set_aside = splitting.BatchSplitter._set_aside
+
+    def set_aside_then_die(self, path, role, sheet_id):
+        real_set_aside(self, path, role, sheet_id)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    splitting.BatchSplitter._set_aside = set_aside_then_die
+    config = helpers.box_config(Path(sys.argv[1]))
+    journal = Journal(config.journal_path, manifests_dir=config.spool_dir)
+    pipeline = Pipeline(config, journal, scanner=None, ocr=None, signer=None, archive=None)
+    HotFolderImporter(config, journal, pipeline).import_file(CompleteFile(Path(sys.argv[2]), None, "closed"))
+    """
+)
+
+
+def test_kill_during_split_imports_once(tmp_path):
+    config = box_config(tmp_path)
+    prepare_hot_folder(config.capture.hot_folder)
+    first, second = sample_pages("quyet-dinh")[:2]
+    source = batch_pdf(Path(config.capture.hot_folder) / "lo.pdf", [first, Sheet(kind="separator", sheet_id=new_sheet_id()), second])
+
+    # Killed after the second job's row and its sheet file exist, inside the import's transaction.
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_DURING_SPLIT.format(tests=str(Path(__file__).parent)), str(tmp_path), str(source)],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "daemon")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+
+    journal, _report = open_journal(config)
+    try:
+        assert journal.jobs_in(*JOB_STATES) == [], "a half-imported file left jobs in the journal"
+        assert source.exists()
+        assert not any(path.is_dir() for path in config.spool_dir.iterdir()), "the uncommitted jobs' folders stayed in the spool"
+        assert len(list((config.box.data_dir / "orphans").iterdir())) == 2
+        pipeline = Pipeline(config, journal, scanner=None, ocr=None, signer=None, archive=None)
+        outcome = HotFolderImporter(config, journal, pipeline).import_file(CompleteFile(source, None, "closed"))
+        assert outcome.status == IMPORTED
+        assert [job.page_count for job in outcome.jobs] == [1, 1]
+        assert len(journal.jobs_in(*JOB_STATES)) == 2
+    finally:
+        journal.close()
+
+
+def test_only_sheets_rejected(importer):
+    source = batch_pdf(importer.root / "chi-to-tach.pdf", [Sheet(kind="separator", sheet_id=new_sheet_id())])
+    outcome = importer.import_file(CompleteFile(source, None, "closed"))
+    assert outcome.status == REJECTED
+    assert outcome.error.code == "import_blank"
+    assert importer.journal.jobs_in(*JOB_STATES) == []
+
+
+# what is not imported
+
+
+def test_box_signed_output_rejected(importer):
+    source = text_pdf(importer.root / "H31.01_QĐ_000007_V1.pdf")
+    made_here = importer.journal.create_job(origin="button")
+    importer.journal.set_state(made_here.id, "uploaded", doc_code="H31.01_QĐ_000007_V1", sha256=hashlib.sha256(source.read_bytes()).hexdigest())
+
+    outcome = importer.import_file(CompleteFile(source, None, "closed"))
+
+    assert outcome.status == REJECTED
+    assert outcome.error.code == "import_duplicate"
+    assert "H31.01_QĐ_000007_V1" in str(outcome.error)
+    reason = (importer.root / "rejected" / (source.name + REASON_SUFFIX)).read_text(encoding="utf-8")
+    assert "H31.01_QĐ_000007_V1" in reason
+    assert importer.journal.jobs_in(*JOB_STATES) == [importer.journal.get_job(made_here.id)]
+
+
+def test_untrusted_signer_warned_and_described(importer, token_signer, tmp_path, caplog):
+    signer, _ca_cert = token_signer
+    source = signed_pdf(signer, tmp_path, "ngoai-danh-sach")
+    signer_name = verify_pdf(source, []).signer
+    assert signer_name
+    shutil.move(source, importer.root / source.name)
+
+    with caplog.at_level(logging.INFO):
+        outcome = importer.import_file(CompleteFile(importer.root / source.name, None, "closed"))
+
+    assert outcome.status == IMPORTED
+    warnings = [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert len(warnings) == 1, [(record.name, record.getMessage()) for record in warnings]
+    assert warnings[0].name == "sohoa.hotfolder.importer"
+    assert warnings[0].exc_info is None
+    message = warnings[0].getMessage()
+    assert source.name in message
+    assert signer_name in message
+    assert "not trusted by the configured trust roots" in message
+    assert not any("FAILED" in record.getMessage() for record in caplog.records if record.name.startswith("sohoa"))
+
+    metadata = importer.pipeline.upload_metadata(outcome.job)
+    assert metadata["x_import"]["signature"] == {"valid": True, "intact": True, "trusted": False, "signer": signer_name}
+    sent = json.dumps(metadata, ensure_ascii=False)
+    assert "FAILED" not in sent
+    assert str(importer.config.spool_dir) not in sent
+
+
+def test_blank_image_rejected(importer):
+    source = importer.root / "trang-trang.png"
+    Image.fromarray(blank_scan(3, dpi=300, colour=False)).save(source, dpi=(300, 300))
+
+    outcome = importer.import_file(CompleteFile(source, None, "closed"))
+
+    assert outcome.status == REJECTED
+    assert outcome.error.code == "import_blank"
+    assert (importer.root / "rejected" / "trang-trang.png").exists()
+    reason = (importer.root / "rejected" / ("trang-trang.png" + REASON_SUFFIX)).read_text(encoding="utf-8")
+    assert "import_blank" in reason
+    assert importer.journal.jobs_in(*JOB_STATES) == []
+
+
+def test_unknown_subfolder_warned_once(tmp_path, caplog):
+    inbox = tmp_path / "inbox"
+    (inbox / "khac").mkdir(parents=True)
+    (inbox / "khac" / "scan.png").write_bytes(sample_pages()[0].read_bytes())
+    (inbox / "van-bang").mkdir()
+    (inbox / "done").mkdir()
+    watcher = HotFolderWatcher(inbox, profiles=["van-bang"], default_profile=None, settle_seconds=1, on_complete=Reports())
+
+    with caplog.at_level(logging.WARNING, logger="sohoa.hotfolder.watcher"):
+        watcher._list_folder()
+        watcher._list_folder()
+
+    warnings = [record.getMessage() for record in caplog.records if record.name == "sohoa.hotfolder.watcher"]
+    assert len(warnings) == 1, warnings
+    assert str(inbox / "khac") in warnings[0]
+    assert "van-bang" in warnings[0]

@@ -593,6 +593,8 @@ class Daemon:
                     "doc_code": job.doc_code,
                     "pages": job.page_count,
                     "moved_to": str(outcome.moved_to),
+                    # A file split at separator or cover sheets became several jobs; job_id is the first.
+                    "job_ids": [each.id for each in outcome.jobs],
                 },
             )
         elif outcome.status == REJECTED:
@@ -608,7 +610,7 @@ class Daemon:
                 },
             )
             self._publish()
-        if outcome.status in (IMPORTED, FINISHED) and outcome.job.state == "signed":
+        if outcome.status in (IMPORTED, FINISHED) and outcome.job is not None and outcome.job.state == "signed":
             self._upload_wake.set()
 
     def _process_pending(self) -> None:

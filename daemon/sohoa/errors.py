@@ -221,3 +221,9 @@ class ScanCancelledError(ScannerError):
     """Staff cancelled the scan with a long press; the pages read before it are kept."""
 
     code = "scan_cancelled"
+
+
+class BlankFileError(ImportRejectedError):
+    """Every page of a file in the hot folder is blank, so it contains no document to archive."""
+
+    code = "import_blank"

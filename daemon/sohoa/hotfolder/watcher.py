@@ -44,7 +44,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from sohoa.hotfolder.names import RESERVED_DIRS, classify
+from sohoa.hotfolder.names import RESERVED_DIRS, classify, is_temporary_name
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,8 @@ class HotFolderWatcher:
         self._observer = None
         self._thread: threading.Thread | None = None
         self._next_listing_at = 0.0
+        # Subfolder names already reported as not matching a capture profile, so each is logged once.
+        self._unknown_folders: set[str] = set()
 
     def start(self) -> None:
         """Start the observer and the watcher's thread; files already in the folder are found by the first listing."""
@@ -240,4 +242,19 @@ class HotFolderWatcher:
                 paths.append(entry)
             elif entry.is_dir() and entry.name in self._profiles and entry.name not in RESERVED_DIRS:
                 paths.extend(child for child in entry.iterdir() if child.is_file())
+            elif entry.is_dir():
+                self._warn_unknown_folder(entry.name)
         return paths
+
+    def _warn_unknown_folder(self, name: str) -> None:
+        """Log once that files in subfolder ``name`` are not imported, because no capture profile has that name."""
+        if name in RESERVED_DIRS or is_temporary_name(name) or name in self._unknown_folders:
+            return
+        self._unknown_folders.add(name)
+        log.warning(
+            "Hot folder: subfolder %s is not named after a configured capture profile (%s); its files are not imported "
+            "and stay where they are. Rename the folder to a profile name or move the files up to %s",
+            self.root / name,
+            ", ".join(sorted(self._profiles)) or "none configured",
+            self.root,
+        )

@@ -20,6 +20,27 @@ from sohoa.i18n import N_
 
 log = logging.getLogger(__name__)
 
+
+class _TrustFailureToDebug(logging.Filter):
+    """Lower pyHanko's warning with a traceback about a certificate path it cannot build to DEBUG, without the traceback.
+
+    pyHanko 0.2x logs every untrusted signer this way from
+    ``pyhanko.sign.validation.generic_cms``. The result of :func:`verify_pdf`
+    already records that the signer is not trusted, and callers report it once in
+    their own words.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc_type = record.exc_info[0] if record.exc_info else None
+        if exc_type is not None and exc_type.__module__.startswith("pyhanko_certvalidator"):
+            record.msg = f"{record.msg} ({exc_type.__name__}: {record.exc_info[1]})"
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+logging.getLogger("pyhanko.sign.validation.generic_cms").addFilter(_TrustFailureToDebug())
+
 SIGNATURE = "signature"
 DOCUMENT_TIMESTAMP = "document_timestamp"
 
