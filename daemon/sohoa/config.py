@@ -109,7 +109,7 @@ class ProfileConfig(_Section):
     """A capture profile, chosen by a button or a cover sheet: what is scanned and how.
 
     Unset scanner settings keep the ``[scanner]`` values. ``type_code`` is
-    the document type expected, used when the recognized text does not say.
+    the document type expected, used when the recognized text names no type.
     In ``flatbed`` mode each press scans one page into the same document,
     and a long press finishes it.
     """
@@ -123,7 +123,7 @@ class ProfileConfig(_Section):
 
 
 class CaptureConfig(_Section):
-    """What starts a scan besides the panel button, and how scanned pages are separated and cleaned."""
+    """Capture settings: the triggers besides the panel button, and the separation and clean-up of scanned pages."""
 
     scanner_buttons: bool = Field(default=False, description="Poll the scanner's own buttons, where its SANE backend exposes them")
     auto_start: bool = Field(default=False, description="Start a scan when paper is placed in the feeder")
