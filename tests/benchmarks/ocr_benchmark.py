@@ -4,7 +4,7 @@ The script renders its own A4 pages at 300 dpi in Liberation Serif (the
 metrics of Times New Roman): several seeded documents, each clean, degraded
 like an office scan, and degraded like a poor photocopy with a red seal over
 the signature block. It then runs sohoa (int8 models from ``models/``) and
-``tesseract -l vie --psm 3`` on the same page files, at 1 and at 4 threads,
+``tesseract -l vie --psm 3`` on the same page files, at 1, 2 and 4 threads,
 each engine and thread count in its own child process, and prints one table.
 
 Figures:
@@ -59,7 +59,7 @@ sys.path.insert(0, str(REPO / "daemon"))
 MODELS_DIR = REPO / "models"
 TESSDATA_DIRS = (Path("/usr/share/tesseract-ocr/5/tessdata"), Path("/usr/share/tesseract-ocr/4.00/tessdata"))
 QUALITIES = ("clean", "office scan", "poor copy")
-THREAD_COUNTS = (1, 4)
+THREAD_COUNTS = (1, 2, 4)
 ENGINES = ("sohoa", "tesseract")
 # Linux keeps a process's peak RSS across exec, so a child forked from a
 # parent that holds rendered pages would report the parent's size. Pages are
@@ -284,7 +284,7 @@ def run_benchmark(documents: int, json_path: Path | None, models_dir: Path) -> i
 
     rows = []
     for engine in ENGINES:
-        single, multi = runs[(engine, 1)], runs[(engine, 4)]
+        single, double, multi = runs[(engine, 1)], runs[(engine, 2)], runs[(engine, 4)]
         for quality in QUALITIES:
             figures = score(pages, single["outputs"], quality)
             rows.append(
@@ -293,9 +293,10 @@ def run_benchmark(documents: int, json_path: Path | None, models_dir: Path) -> i
                     "quality": quality,
                     **figures,
                     "seconds_1_thread": seconds_per_page(pages, single["seconds"], quality),
+                    "seconds_2_threads": seconds_per_page(pages, double["seconds"], quality),
                     "seconds_4_threads": seconds_per_page(pages, multi["seconds"], quality),
                     "cpu_seconds_1_thread": seconds_per_page(pages, single["cpu_seconds"], quality),
-                    "peak_rss_mb": max(single["peak_rss_mb"], multi["peak_rss_mb"]),
+                    "peak_rss_mb": max(run["peak_rss_mb"] for run in (single, double, multi)),
                     "model_mb": model_megabytes(engine, models_dir),
                 }
             )
@@ -320,7 +321,7 @@ def print_table(rows: list[dict], page_count: int, runs: dict) -> None:
     print()
     header = (
         "| engine | quality | CER (lines) | CER (page) | WER | diacritics (wrong mark) "
-        "| s/page 1 thread | CPU s/page 1 thread | s/page 4 threads | peak RSS | models |"
+        "| s/page 1 thread | CPU s/page 1 thread | s/page 2 threads | s/page 4 threads | peak RSS | models |"
     )
     print(header)
     print("|" + "---|" * header.count(" | ") + "---|")
@@ -328,19 +329,20 @@ def print_table(rows: list[dict], page_count: int, runs: dict) -> None:
         print(
             f"| {row['engine']} | {row['quality']} | {row['cer_lines']:.2%} | {row['cer_page']:.2%} | {row['wer']:.2%} "
             f"| {row['diacritics']:.2%} ({row['wrong_marks']:.2%}) | {row['seconds_1_thread']:.2f} "
-            f"| {row['cpu_seconds_1_thread']:.2f} | {row['seconds_4_threads']:.2f} | {row['peak_rss_mb']:.0f} MB | {row['model_mb']:.1f} MB |"
+            f"| {row['cpu_seconds_1_thread']:.2f} | {row['seconds_2_threads']:.2f} | {row['seconds_4_threads']:.2f} "
+            f"| {row['peak_rss_mb']:.0f} MB | {row['model_mb']:.1f} MB |"
         )
     print()
+    means = {key: sum(run["seconds"]) / len(run["seconds"]) for key, run in runs.items()}
     for engine in ENGINES:
-        single, multi = runs[(engine, 1)], runs[(engine, 4)]
-        mean_single = sum(single["seconds"]) / len(single["seconds"])
-        mean_multi = sum(multi["seconds"]) / len(multi["seconds"])
+        single = runs[(engine, 1)]
         mean_cpu = sum(single["cpu_seconds"]) / len(single["cpu_seconds"])
-        print(
-            f"{engine}: mean {mean_single:.2f} s/page at 1 thread ({mean_cpu:.2f} s CPU), {mean_multi:.2f} s/page at 4 threads; "
-            f"model load {single['load_seconds']:.2f} s (1 thread)"
-        )
-
+        per_thread = ", ".join(f"{means[(engine, threads)]:.2f} s/page at {threads} thread(s)" for threads in THREAD_COUNTS)
+        print(f"{engine}: mean {per_thread}; {mean_cpu:.2f} s CPU per page at 1 thread; model load {single['load_seconds']:.2f} s (1 thread)")
+    # The speed ratio: how many times faster sohoa is than Tesseract per page.
+    ratios = ", ".join(f"{means[('tesseract', threads)] / means[('sohoa', threads)]:.2f}x at {threads} thread(s)" for threads in THREAD_COUNTS)
+    best = min(means[("tesseract", threads)] for threads in THREAD_COUNTS) / min(means[("sohoa", threads)] for threads in THREAD_COUNTS)
+    print(f"sohoa against tesseract: {ratios}; {best:.2f}x with each engine at its fastest thread count")
 
 if __name__ == "__main__":
     sys.exit(main())
