@@ -115,7 +115,7 @@ def test_scan_with_profile_records_profile_and_origin(testbed, start_daemon):
     assert all(Image.open(page.path).mode == "L" for page in pages)
 
 
-def test_unknown_profile_is_an_alert_and_makes_no_job(testbed, start_daemon):
+def test_unknown_profile_raises_alert(testbed, start_daemon):
     daemon = start_daemon()
     daemon.request_scan(profile="missing")
     state = wait_for_state(daemon, lambda s: s["last_error"] is not None, 60)

@@ -82,7 +82,7 @@ def box_config(tmp_path: Path, *, scanner: dict, capture: dict | None = None, pr
 def set_test_option(name: str, value: object, device_name: str = TEST_DEVICE) -> None:
     """Set a SANE option of the test backend through libsane, as another frontend would.
 
-    It holds SANE_LOCK, so that it may run while a daemon polls the same device.
+    It takes SANE_LOCK, so that it may run while a daemon polls the same device.
     """
     initialize_sane()
     with SANE_LOCK:
@@ -584,10 +584,12 @@ def test_profile_button_job_cancelled_before_build(testbed, start_daemon) -> Non
     finally:
         journal.close()
     assert [(job.state, job.profile, job.origin) for job in jobs] == [("cancelled", "vanban", "button")]
-    assert jobs[0].pdf_path is None and jobs[0].signed_path is None
+    assert jobs[0].pdf_path is None
+    assert jobs[0].signed_path is None
     # The step that was next, and did not run.
     assert (event["job_id"], event["stage"]) == (jobs[0].id, "building")
-    assert state["queue"]["to_build"] == 0 and state["queue"]["to_sign"] == 0
+    assert state["queue"]["to_build"] == 0
+    assert state["queue"]["to_sign"] == 0
 
 
 def test_flatbed_presses_then_long_press_finishes(testbed, start_daemon) -> None:

@@ -59,7 +59,7 @@ STAGE_MESSAGES = {
     "signing": N_("Signing the document."),
     "importing": N_("Importing a file from the hot folder."),
 }
-# What a long press does, for the log, by the action request_cancel returns.
+# Log descriptions of a long press's effect, by the action that request_cancel returns.
 LONG_PRESS_ACTIONS = {
     "scan": "cancelling the scan",
     "finish_flatbed": "finishing the flatbed document",

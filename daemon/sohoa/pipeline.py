@@ -71,7 +71,7 @@ LEGACY_TIMESTAMP_MARKER = "timestamp-pending"
 # copy this box converted from paper.
 SIGNED_IMPORT_FORMAT = "Bản điện tử có chữ ký số"
 
-# What can start a scan; stored with the job.
+# The sources that can start a scan, stored with the job as its origin.
 ORIGINS = ("button", "scanner_button", "feeder", "mqtt", "signal", "hot_folder")
 
 

@@ -32,7 +32,7 @@ SANE_STATUS_NO_DOCS.
 
 libsane is initialised once per process, on first use, and reads
 ``SANE_CONFIG_DIR`` at that moment. libsane is not thread-safe, so every use
-of it in sohoa holds :data:`SANE_LOCK`: a batch, a probe, a device listing
+of it in sohoa takes :data:`SANE_LOCK`: a batch, a probe, a device listing
 and a poll of the scanner's buttons.
 """
 

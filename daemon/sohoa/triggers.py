@@ -74,7 +74,7 @@ def is_read_only_bool(option: sane.Option) -> bool:
 class ScannerTriggers:
     """Poll the scanner's buttons and paper sensor every ``capture.poll_seconds``; call ``request_scan`` on a rising edge.
 
-    A poll holds SANE_LOCK, so it never overlaps another use of libsane in
+    A poll takes SANE_LOCK, so it never overlaps another use of libsane in
     the process. The daemon polls from its worker thread, between scans and
     jobs. The options to poll are found on the first poll that opens the
     device: the configured ``capture.scanner_button_options``, or every

@@ -88,14 +88,7 @@ def image_pages(path: Path, kind: str, max_pages: int) -> Iterator[Image.Image]:
                 raise CorruptFileError(
                     N_("{name} starts like a {kind} file but cannot be read as one."), name=path.name, kind=kind.upper()
                 )
-            frames = getattr(image, "n_frames", 1)
-            if frames > max_pages:
-                raise TooManyPagesError(
-                    N_("{name} has {count} pages, more than the {limit} allowed in one document (scanner.max_pages); split it."),
-                    name=path.name,
-                    count=frames,
-                    limit=max_pages,
-                )
+            _check_page_count(path, getattr(image, "n_frames", 1), max_pages)
             for frame in ImageSequence.Iterator(image) if kind == TIFF else [image]:
                 frame.load()
                 yield _page_mode(frame)
@@ -157,14 +150,19 @@ def inspect_pdf(path: Path, max_pages: int) -> PdfInfo:
         )
     if page_count == 0:
         raise CorruptFileError(N_("{name} is a PDF without any page."), name=path.name)
-    if page_count > max_pages:
+    _check_page_count(path, page_count, max_pages)
+    return PdfInfo(page_count, _carries_signature(path))
+
+
+def _check_page_count(path: Path, count: int, max_pages: int) -> None:
+    """Raise TooManyPagesError when a file has more pages than one document may have."""
+    if count > max_pages:
         raise TooManyPagesError(
             N_("{name} has {count} pages, more than the {limit} allowed in one document (scanner.max_pages); split it."),
             name=path.name,
-            count=page_count,
+            count=count,
             limit=max_pages,
         )
-    return PdfInfo(page_count, _carries_signature(path))
 
 
 def _check_pdf_tail(path: Path) -> None:

@@ -385,10 +385,10 @@ class HotFolderImporter:
         splitter = None
         try:
             with self.journal.transaction() as db:
-                # NOTE: sheet detection runs inside the transaction and holds the journal's lock, so other threads
+                # NOTE: sheet detection runs inside the transaction and keeps the journal's lock, so other threads
                 # wait for the journal while a file with many pages is split. The splitter also writes job manifests
-                # before the commit; after a crash, start-up recovery moves their folders to orphans/, but a journal
-                # rebuilt from manifests in between would restore those uncommitted jobs.
+                # before the commit. After a crash, start-up recovery moves their folders to orphans/. A journal
+                # rebuilt from manifests before that recovery would restore those uncommitted jobs.
                 db["jobs"].insert(
                     {"id": job_id, "created_at": now, "updated_at": now, "state": "scanning", "page_count": 0, "profile": profile, "origin": ORIGIN}
                 )

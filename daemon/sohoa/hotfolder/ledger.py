@@ -2,8 +2,9 @@
 
 The row is inserted in the same transaction that creates the job, so a file
 whose content has a row was imported, whatever happened to the daemon after
-the commit. ``archived_to`` is set once the source file has left the inbox;
-a row without it means that the daemon stopped between the commit and the move.
+the commit. ``archived_to`` is set once the source file has left the inbox,
+so a row without it means that the daemon stopped between the commit and
+the move.
 
 A file whose pages contain separator or cover sheets becomes several jobs.
 The ``imports`` row names the first of them, and the ``import_jobs`` table
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 TABLE = "imports"
 JOBS_TABLE = "import_jobs"
-# What an import produced: page images for the normal pipeline, or a signed PDF archived as it is.
+# Import kinds: page images for the normal pipeline, or a signed PDF archived as it is.
 KIND_PAGES = "pages"
 KIND_SIGNED_PDF = "signed_pdf"
 

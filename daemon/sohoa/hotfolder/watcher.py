@@ -91,8 +91,8 @@ def _file_signature(path: Path) -> tuple[int, int] | None:
 class HotFolderWatcher:
     """Reports complete files in ``root`` to ``on_complete``, on the watcher's own thread.
 
-    ``profiles`` are the configured capture profile names (a subfolder with one
-    of these names gives its files that profile); ``default_profile`` is the
+    ``profiles`` are the configured capture profile names: a subfolder with one
+    of these names gives its files that profile. ``default_profile`` is the
     profile of files directly in ``root``.
     """
 
