@@ -53,6 +53,24 @@ def test_every_problem_listed_at_once():
     assert "box.toml" in message
 
 
+@pytest.mark.parametrize("value", ["yes", "true", 1])
+def test_switch_given_as_text_or_number_is_refused(value):
+    # A quoted "yes" in TOML is a string; it must not silently turn a switch on.
+    data = minimal()
+    data["capture"] = {"separator_sheets": value}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, source="box.toml")
+    assert "capture.separator_sheets" in str(caught.value)
+
+
+def test_switch_given_as_boolean_is_accepted():
+    data = minimal()
+    data["capture"] = {"separator_sheets": False, "deskew": True}
+    config = parse_config(data)
+    assert config.capture.separator_sheets is False
+    assert config.capture.deskew is True
+
+
 def test_invalid_toml_names_file(tmp_path):
     path = tmp_path / "broken.toml"
     path.write_text("[box\nsite=", encoding="utf-8")

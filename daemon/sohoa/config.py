@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, ValidationError, field_validator, model_validator
 
 from sohoa.errors import ConfigError
 from sohoa.i18n import N_
@@ -119,14 +119,14 @@ class ProfileConfig(_Section):
     source: str | None = None
     mode: str | None = None
     resolution: int | None = Field(default=None, ge=75, le=1200)
-    flatbed: bool = False
+    flatbed: StrictBool = False
 
 
 class CaptureConfig(_Section):
     """Capture settings: the triggers besides the panel button, and the separation and clean-up of scanned pages."""
 
-    scanner_buttons: bool = Field(default=False, description="Poll the scanner's own buttons, where its SANE backend exposes them")
-    auto_start: bool = Field(default=False, description="Start a scan when paper is placed in the feeder")
+    scanner_buttons: StrictBool = Field(default=False, description="Poll the scanner's own buttons, where its SANE backend exposes them")
+    auto_start: StrictBool = Field(default=False, description="Start a scan when paper is placed in the feeder")
     poll_seconds: float = Field(default=1.0, gt=0, le=60, description="How often the scanner's buttons and feeder are polled")
     scanner_button_options: list[str] = Field(
         default_factory=list,
@@ -139,7 +139,7 @@ class CaptureConfig(_Section):
         default_factory=lambda: ["page-loaded", "adf-loaded", "document-loaded", "paper-loaded", "adf-paper", "feeder-loaded"],
         description="SANE options that report paper in the feeder, tried in order; the first the scanner has is used",
     )
-    separator_sheets: bool = Field(default=True, description="Start a new document at each sohoa separator or cover sheet")
+    separator_sheets: StrictBool = Field(default=True, description="Start a new document at each sohoa separator or cover sheet")
     hot_folder: Path | None = Field(default=None, description="Folder where network scanners save files to import")
     hot_folder_profile: str | None = Field(
         default=None, description="Capture profile of files saved at the top of the hot folder; a subfolder named after a profile uses that profile"
@@ -150,9 +150,9 @@ class CaptureConfig(_Section):
         le=3600,
         description="Seconds a file's size and modification time must stay unchanged before it is imported, when no close-after-write event reports it complete",
     )
-    remove_blank_pages: bool = True
-    deskew: bool = True
-    crop: bool = True
+    remove_blank_pages: StrictBool = True
+    deskew: StrictBool = True
+    crop: StrictBool = True
 
 
 class OcrConfig(_Section):
@@ -205,7 +205,7 @@ class PdfConfig(_Section):
     # files as attachments, so this makes the document PDF/A-3b. The rules
     # for converted records ask for PDF/A-1 or PDF/A-2, so it stays off
     # unless the archive accepts PDF/A-3.
-    attach_fields: bool = Field(default=False, description="Embed the fields as fields.json, which makes the PDF PDF/A-3b")
+    attach_fields: StrictBool = Field(default=False, description="Embed the fields as fields.json, which makes the PDF PDF/A-3b")
 
 
 class UploadConfig(_Section):
@@ -228,15 +228,15 @@ class MqttConfig(_Section):
     prefix: str = Field(default="sohoa", pattern=r"^[^#+]+$")
     username: str | None = None
     password_file: Path | None = None
-    tls: bool = False
+    tls: StrictBool = False
     ca_file: Path | None = None
     keepalive_seconds: int = Field(default=30, ge=5, le=3600)
     heartbeat_seconds: float = Field(default=60.0, gt=0)
     certfile: Path | None = Field(default=None, description="PEM client certificate of this box, for brokers that require one")
     keyfile: Path | None = Field(default=None, description="PEM private key of the client certificate")
-    homeassistant_discovery: bool = False
+    homeassistant_discovery: StrictBool = False
     homeassistant_prefix: str = Field(default="homeassistant", pattern=r"^[^#+]+$")
-    commands_enabled: bool = Field(default=False, description="Accept scan, flush-uploads, reload and ping on the command topic")
+    commands_enabled: StrictBool = Field(default=False, description="Accept scan, flush-uploads, reload and ping on the command topic")
     commands_per_minute: int = Field(default=6, ge=1, le=600, description="Commands accepted per minute; more are rejected")
 
     @model_validator(mode="after")
