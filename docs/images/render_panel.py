@@ -47,12 +47,14 @@ LIGHTS = {
 # (beeps as (seconds on, seconds off) pairs, title, explanation) per row.
 BEEPS = {
     "vi": [
-        ([(0.1, 0.1)], "Một tiếng bíp ngắn", "Văn bản đã được ký xong."),
+        ([(0.1, 0.1)], "Một tiếng bíp ngắn", "Văn bản đã được ký xong, hoặc đã kết thúc văn bản quét trên mặt kính."),
+        ([(0.8, 0.2)], "Một tiếng bíp dài, đèn đỏ sáng cùng lúc", "Đã dừng lần quét hoặc văn bản bằng cách giữ nút; các trang vẫn được giữ."),
         ([(0.1, 0.15), (0.1, 0.15)], "Hai tiếng bíp ngắn, đèn đỏ chớp hai lần", "Văn bản có thể trùng với văn bản đã quét trước; cả hai được giữ."),
         ([(0.4, 0.2), (0.4, 0.2), (0.4, 0.2)], "Ba tiếng bíp dài", "Cần người xử lý: xem đèn đỏ."),
     ],
     "en": [
-        ([(0.1, 0.1)], "One short beep", "The document is signed."),
+        ([(0.1, 0.1)], "One short beep", "The document is signed, or a flatbed document is finished."),
+        ([(0.8, 0.2)], "One long beep, red lit as long", "The scan or document was stopped with a long press; its pages are kept."),
         ([(0.1, 0.15), (0.1, 0.15)], "Two short beeps, red flashes twice", "The document may duplicate an earlier one; both are kept."),
         ([(0.4, 0.2), (0.4, 0.2), (0.4, 0.2)], "Three long beeps", "A person is needed: look at the red light."),
     ],
