@@ -227,6 +227,24 @@ def test_sheets_command_rejects_bad_count(tmp_path):
     assert main(["sheets", "--pages", "0", "-o", str(tmp_path / "x.pdf")]) == 78
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("--pages", "0", "--pages phải từ 1 đến 10000, không được là 0."),
+        ("--operator", "Trần\tVăn Bình", "--operator phải là một tên"),
+        ("--profile", "văn-bằng", "--profile văn-bằng không phải là tên hồ sơ quét"),
+    ],
+)
+def test_sheets_command_explains_bad_option_in_vietnamese(tmp_path, capsys, option, value, expected):
+    status = main(["--lang", "vi", "sheets", option, value, "-o", str(tmp_path / "x.pdf")])
+
+    assert status == 78
+    error = capsys.readouterr().err
+    assert expected in error
+    assert "is not" not in error
+    assert not (tmp_path / "x.pdf").exists()
+
+
 # Detection on page images
 
 

@@ -345,7 +345,17 @@ def build_sheets(args: argparse.Namespace) -> list[Sheet]:
     """Return ``args.count`` sheets with the command's settings, raising ConfigError for an invalid one."""
     if not 1 <= args.count <= 500:
         raise ConfigError(N_("--count must be between 1 and 500, not {count}."), count=args.count)
+    # The options are checked here with messages for staff; Sheet checks the same again.
+    if args.pages is not None and not 0 < args.pages <= MAX_EXPECTED_PAGES:
+        raise ConfigError(N_("--pages must be between 1 and {maximum}, not {pages}."), maximum=MAX_EXPECTED_PAGES, pages=args.pages)
     operator = args.operator.strip() if args.operator else None
+    if operator is not None and not (len(operator) <= MAX_OPERATOR_LENGTH and operator.isprintable()):
+        raise ConfigError(N_("--operator must be a name of at most {maximum} characters on one line."), maximum=MAX_OPERATOR_LENGTH)
+    if args.profile is not None and not PROFILE_NAME_PATTERN.match(args.profile):
+        raise ConfigError(
+            N_("--profile {profile} is not a profile name: use 1 to 40 letters without accents, digits, '_', '.' or '-'."),
+            profile=args.profile,
+        )
     try:
         template = Sheet(
             kind=args.kind,
