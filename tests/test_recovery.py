@@ -349,6 +349,29 @@ def test_purge_empties_confirmed_old_jobs(config):
     journal.close()
 
 
+def test_purge_empties_old_cancelled_jobs(config):
+    from datetime import datetime, timedelta, timezone
+
+    from sohoa.retention import purge_cancelled
+
+    journal = open_plain(config)
+    cancelled = add_scanned_job(journal, config.spool_dir)
+    journal.set_state(cancelled.id, "cancelled")
+    interrupted = add_scanned_job(journal, config.spool_dir)
+    journal.set_state(interrupted.id, "interrupted")
+    later = datetime.now(timezone.utc) + timedelta(days=31)
+
+    assert purge_cancelled(journal, config.spool_dir, 30, now=datetime.now(timezone.utc)) == []
+    assert purge_cancelled(journal, config.spool_dir, 30, now=later) == [cancelled.id]
+
+    assert [path.name for path in (config.spool_dir / cancelled.id).iterdir()] == [MANIFEST_NAME]
+    assert journal.get_job(cancelled.id).purged_at is not None
+    assert journal.get_job(cancelled.id).state == "cancelled"
+    assert all(Path(page.path).exists() for page in journal.pages(interrupted.id))
+    assert purge_cancelled(journal, config.spool_dir, 30, now=later) == []
+    journal.close()
+
+
 def test_purged_jobs_survive_rebuild(config):
     from datetime import datetime, timedelta, timezone
 

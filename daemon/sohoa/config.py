@@ -47,6 +47,9 @@ class BoxConfig(_Section):
     retention_days: float = Field(
         default=30.0, ge=0, description="Days an uploaded document stays in the spool after the archive confirmed it"
     )
+    cancelled_retention_days: float = Field(
+        default=30.0, ge=0, description="Days the pages of a job cancelled by staff stay in the spool"
+    )
     worker_stall_seconds: float = Field(
         default=600.0,
         gt=0,

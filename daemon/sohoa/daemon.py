@@ -717,7 +717,7 @@ class Daemon:
 
     def _purge_if_due(self) -> None:
         """Run the retention purge at most once per PURGE_INTERVAL_SECONDS, on the uploader thread."""
-        from sohoa.retention import purge_uploaded
+        from sohoa.retention import purge_cancelled, purge_uploaded
 
         now = time.monotonic()
         if now < self._next_purge_at:
@@ -725,6 +725,7 @@ class Daemon:
         self._next_purge_at = now + PURGE_INTERVAL_SECONDS
         try:
             purged = purge_uploaded(self.journal, self.config.spool_dir, self.config.box.retention_days)
+            purged += purge_cancelled(self.journal, self.config.spool_dir, self.config.box.cancelled_retention_days)
         except (OSError, SohoaError) as exc:
             log.error("Retention purge failed, retrying in %d s: %s", PURGE_INTERVAL_SECONDS, exc)
             return

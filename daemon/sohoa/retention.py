@@ -1,5 +1,9 @@
 """Retention purge: free the spool of documents the archive has confirmed, after ``box.retention_days``.
 
+Jobs that staff cancelled with a long press keep their pages for
+``box.cancelled_retention_days``, so a mistaken cancel can still be
+recovered by IT, and are then emptied the same way.
+
 A job's folder is emptied only when all of these hold:
 
 - the job is ``uploaded`` and carries the archive's receipt;
@@ -46,6 +50,21 @@ def purge_uploaded(journal: Journal, spool: Path, retention_days: float, now: da
         empty_job_folder(spool / job.id)
         journal.update_job(job.id, purged_at=utc_now())
         log.info("Job %s: %s purged from the spool; the archive confirmed SHA-256 %s", job.id, job.doc_code, job.sha256)
+        purged.append(job.id)
+    return purged
+
+
+def purge_cancelled(journal: Journal, spool: Path, retention_days: float, now: datetime | None = None) -> list[str]:
+    """Empty the spool folders of jobs cancelled more than ``retention_days`` ago; return their ids."""
+    now = now or datetime.now(timezone.utc)
+    cutoff = now - timedelta(days=retention_days)
+    purged = []
+    for job in journal.jobs_in("cancelled"):
+        if job.purged_at is not None or datetime.fromisoformat(job.updated_at) > cutoff:
+            continue
+        empty_job_folder(spool / job.id)
+        journal.update_job(job.id, purged_at=utc_now())
+        log.info("Job %s: cancelled on %s, pages purged from the spool", job.id, job.updated_at)
         purged.append(job.id)
     return purged
 
