@@ -480,6 +480,10 @@ def test_daemon_reports_health_and_runs_commands(tmp_path: Path) -> None:
                 assert waiter.reply("p-1")["code"] == "pong"
                 publish_command(bed.broker.port, "sohoa/demo/box-01/command", {"command": "reload", "id": "p-2"})
                 assert waiter.reply("p-2")["code"] == "reload_unsupported"
+                publish_command(bed.broker.port, "sohoa/demo/box-01/command", {"command": "cancel", "id": "p-0"})
+                cancel_reply = waiter.reply("p-0")
+                assert cancel_reply["code"] == "nothing_to_cancel"
+                assert cancel_reply["ok"] is False
                 publish_command(bed.broker.port, "sohoa/demo/box-01/command", {"command": "scan", "id": "p-3"})
                 assert waiter.reply("p-3")["code"] == "scan_requested"
 

@@ -558,6 +558,30 @@ def test_long_press_cancels_running_scan(reset_read_delay, testbed, start_daemon
     assert all(Path(page.path).is_file() for page in pages)
 
 
+def test_cancel_command_cancels_running_scan(reset_read_delay, testbed, start_daemon) -> None:
+    from sohoa.mqtt_commands import parse_command
+    from sohoa.testbed.demo import press_button, wait_for_state
+
+    testbed.sections["scanner"] = {"device": TEST_DEVICE, "source": "Automatic Document Feeder", "mode": "Gray", "resolution": 75}
+    testbed.rewrite_config("scanner.options", **{"read-delay": True, "read-delay-duration": 200000})
+    daemon = start_daemon()
+    page_added = page_added_event(daemon)
+    press_button(daemon)
+    assert page_added.wait(60), "no page was scanned"
+
+    reply = daemon.handle_command(parse_command(b'{"command": "cancel", "id": "c-1"}'))
+
+    assert (reply.ok, reply.code) == (True, "cancel_requested")
+    assert wait_for_state(daemon, lambda s: s["state"] == "ready", 60) is not None
+    journal = Journal(testbed.config().journal_path)
+    try:
+        jobs = journal.jobs_in(*JOB_STATES)
+    finally:
+        journal.close()
+    assert [job.state for job in jobs] == ["cancelled"]
+    assert 1 <= jobs[0].page_count < 10
+
+
 def test_profile_button_job_cancelled_before_build(testbed, start_daemon) -> None:
     import json
 

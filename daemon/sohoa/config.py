@@ -239,7 +239,7 @@ class MqttConfig(_Section):
     keyfile: Path | None = Field(default=None, description="PEM private key of the client certificate")
     homeassistant_discovery: StrictBool = False
     homeassistant_prefix: str = Field(default="homeassistant", pattern=r"^[^#+]+$")
-    commands_enabled: StrictBool = Field(default=False, description="Accept scan, flush-uploads, reload and ping on the command topic")
+    commands_enabled: StrictBool = Field(default=False, description="Accept scan, cancel, flush-uploads, reload and ping on the command topic")
     commands_per_minute: int = Field(default=6, ge=1, le=600, description="Commands accepted per minute; more are rejected")
 
     @model_validator(mode="after")

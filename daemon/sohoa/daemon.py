@@ -814,6 +814,14 @@ class Daemon:
                 return CommandReply(False, "busy", _("A scan is already running; no new scan was started."))
             self.request_scan(origin="mqtt")
             return CommandReply(True, "scan_requested", _("Scan requested."))
+        if command.name == "cancel":
+            # The same as a long press of the button, so the staff at the box see and hear it.
+            action = self.request_cancel(origin="mqtt")
+            if action == "nothing":
+                return CommandReply(False, "nothing_to_cancel", _("Nothing to cancel: no scan or document is in progress."))
+            if action == "finish_flatbed":
+                return CommandReply(True, "flatbed_finished", _("The open flatbed document was finished."))
+            return CommandReply(True, "cancel_requested", _("Cancelling the scan or the document in progress; its pages are kept."))
         if command.name == "flush-uploads":
             self._backoff.reset()
             self._upload_wake.set()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sohoa.i18n import N_, gettext as _
 
-COMMANDS = ("scan", "flush-uploads", "reload", "ping")
+COMMANDS = ("scan", "cancel", "flush-uploads", "reload", "ping")
 MAX_COMMAND_BYTES = 1024
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 ALLOWED_KEYS = frozenset({"command", "id"})
