@@ -115,6 +115,11 @@ class OcrEngine:
         chunks = self._line_chunks(page, quads)
         return [recognition.prepare_batch([chunks[i].image for i in batch]) for batch in recognition.plan_batches(chunks)]
 
+    def line_images(self, page: np.ndarray) -> list[np.ndarray]:
+        """Return the grey line images, 32 px high, that the recognizer reads on a :func:`prepare_page` result; for training."""
+        quads, _ = self._find_lines(page)
+        return [chunk.image for chunk in self._line_chunks(page, quads)]
+
     def _find_lines(self, page: np.ndarray) -> tuple[list[np.ndarray], list[layout.Box]]:
         """Detect text lines and return their quads and boxes in page pixels, in reading order."""
         height, width = page.shape
