@@ -1,7 +1,8 @@
 """Rewrites of the AsterNet recognizer graph, used by build.py and distill.py.
 
-The first two rewrites give the same outputs as the source graph, and only
-let the int8 quantizer keep more of the model in 8-bit integers:
+The first three rewrites give the same outputs as the source graph (for
+``read_grey_input``, as for three equal channels) and make the int8 model
+cheaper:
 
 * :func:`simplify_squeeze_excitation` drops the Shape, Gather and Expand
   nodes that each squeeze-and-excitation (SE) block uses to broadcast its
@@ -12,8 +13,13 @@ let the int8 quantizer keep more of the model in 8-bit integers:
   backbone's height axis when it is 1 by a plain Squeeze. With 32-pixel
   lines the height there is always 1, and the backbone's last convolution
   can then run in int8.
+* :func:`read_grey_input` makes the model read one grey channel instead of
+  the three equal channels the engine fed it. The stem's main convolution
+  sums its weights over the input channels. Its high-pass branch (a
+  depthwise 3x3 filter, a 1x1 projection and a scalar gain) becomes one 3x3
+  convolution from the grey channel.
 
-The third one changes the model:
+The last one changes the model:
 
 * :func:`silu_to_relu` replaces SiLU (``x * sigmoid(x)``) after convolutions
   and residual additions by ReLU. onnxruntime folds a ReLU into the int8
@@ -81,6 +87,55 @@ def squeeze_backbone_height(model) -> None:
     _replace_nodes(graph, nodes)
 
 
+STEM_MAIN = "/backbone/stem/conv_main/conv_main.0/Conv"
+STEM_HIGH_PASS = "/backbone/stem/Conv"
+STEM_PROJECTION = "/backbone/stem/hp_proj/hp_proj.0/Conv"
+STEM_GAIN = "/backbone/stem/Mul"
+# The convolution that replaces the high-pass branch.
+STEM_HIGH_PASS_FUSED = "/backbone/stem/high_pass/Conv"
+
+
+def read_grey_input(model) -> None:
+    """Make the model read ``[N, 1, H, W]`` grey images, with the same output as for three equal channels."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    nodes = {node.name: node for node in graph.node}
+    if not {STEM_MAIN, STEM_HIGH_PASS, STEM_PROJECTION, STEM_GAIN} <= set(nodes):
+        raise ValueError("the recognizer graph has no AsterNet stem")
+    initializers = {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.initializer}
+    main, high_pass, projection, gain = (nodes[name] for name in (STEM_MAIN, STEM_HIGH_PASS, STEM_PROJECTION, STEM_GAIN))
+    image = graph.input[0]
+    if list(main.input[:1]) != [image.name] or list(high_pass.input[:1]) != [image.name]:
+        raise ValueError("the recognizer's stem does not read the input image directly")
+
+    # Three equal channels: each output sums the weights of the three.
+    _set_initializer(graph, main.input[1], initializers[main.input[1]].sum(axis=1, keepdims=True))
+
+    depthwise = initializers[high_pass.input[1]]  # [channels, 1, 3, 3], no bias
+    if len(high_pass.input) > 2 or depthwise.shape[1] != 1:
+        raise ValueError("the stem's high-pass filter is not a depthwise convolution without bias")
+    projection_weights = initializers[projection.input[1]][:, :, 0, 0]  # [out, channels]
+    (scale,) = [float(initializers[name].reshape(())) for name in gain.input if name in initializers]
+    fused_weights = scale * np.einsum("oc,cyx->oyx", projection_weights, depthwise[:, 0])[:, np.newaxis]
+    fused_bias = scale * initializers[projection.input[2]]
+    weights_name = _unique_name(graph, "stem_high_pass_weight")
+    bias_name = _unique_name(graph, "stem_high_pass_bias")
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(fused_weights.astype(np.float32), weights_name),
+            numpy_helper.from_array(fused_bias.astype(np.float32), bias_name),
+        ]
+    )
+    attributes = {attribute.name: helper.get_attribute_value(attribute) for attribute in high_pass.attribute}
+    attributes["group"] = 1
+    fused = helper.make_node("Conv", [image.name, weights_name, bias_name], [gain.output[0]], name=STEM_HIGH_PASS_FUSED, **attributes)
+    kept = [fused if node.name == STEM_GAIN else node for node in graph.node if node.name not in (STEM_HIGH_PASS, STEM_PROJECTION)]
+    _replace_nodes(graph, kept)
+    _drop_unused_initializers(graph)
+    image.type.tensor_type.shape.dim[1].dim_value = 1
+
+
 def silu_to_relu(model) -> int:
     """Replace SiLU on the output of a Conv or Add node by Relu; return the number replaced.
 
@@ -142,6 +197,23 @@ def set_conv_weights(model, weights: dict[str, np.ndarray]) -> None:
             if tuple(value.shape) != tuple(tensor.dims):
                 raise ValueError(f"{node.name}{suffix} has shape {value.shape}, the graph expects {tuple(tensor.dims)}")
             tensor.CopyFrom(numpy_helper.from_array(value, name))
+
+
+def _set_initializer(graph, name: str, value: np.ndarray) -> None:
+    from onnx import numpy_helper
+
+    for tensor in graph.initializer:
+        if tensor.name == name:
+            tensor.CopyFrom(numpy_helper.from_array(value.astype(np.float32), name))
+            return
+    raise ValueError(f"the graph has no initializer {name}")
+
+
+def _drop_unused_initializers(graph) -> None:
+    used = {name for node in graph.node for name in node.input}
+    kept = [tensor for tensor in graph.initializer if tensor.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
 
 
 def _producers(graph) -> dict:

@@ -51,6 +51,9 @@ class OcrEngine:
         self._versions = dict(versions)
         self._detector_input = detector.get_inputs()[0].name
         self._recognizer_input = recognizer.get_inputs()[0].name
+        # 1 for the grey recognizer in models/, 3 for AsterNet as asterocr ships it.
+        channels = recognizer.get_inputs()[0].shape[1]
+        self._recognizer_channels = channels if isinstance(channels, int) else 1
 
     @classmethod
     def load(cls, models_dir: Path, threads: int = 1) -> OcrEngine:
@@ -113,7 +116,10 @@ class OcrEngine:
         """Return the recognizer's input batches for a :func:`prepare_page` result; for quantization calibration."""
         quads, _ = self._find_lines(page)
         chunks = self._line_chunks(page, quads)
-        return [recognition.prepare_batch([chunks[i].image for i in batch]) for batch in recognition.plan_batches(chunks)]
+        return [
+            recognition.prepare_batch([chunks[i].image for i in batch], self._recognizer_channels)
+            for batch in recognition.plan_batches(chunks)
+        ]
 
     def line_images(self, page: np.ndarray) -> list[np.ndarray]:
         """Return the grey line images, 32 px high, that the recognizer reads on a :func:`prepare_page` result; for training."""
@@ -148,7 +154,7 @@ class OcrEngine:
         if not samples:
             return False
 
-        tensor = recognition.prepare_batch([image for pair in samples for image in pair])
+        tensor = recognition.prepare_batch([image for pair in samples for image in pair], self._recognizer_channels)
         log_probs = self._run(self._recognizer, {self._recognizer_input: tensor})[0]
         results = recognition.decode_greedy(log_probs, self._charset)
         upright = _mean_confidence(results[0::2])
@@ -168,7 +174,7 @@ class OcrEngine:
         chunks = self._line_chunks(page, quads)
         results: list[recognition.Recognized | None] = [None] * len(chunks)
         for batch in recognition.plan_batches(chunks):
-            tensor = recognition.prepare_batch([chunks[i].image for i in batch])
+            tensor = recognition.prepare_batch([chunks[i].image for i in batch], self._recognizer_channels)
             log_probs = self._run(self._recognizer, {self._recognizer_input: tensor})[0]
             for index, result in zip(batch, recognition.decode_greedy(log_probs, self._charset)):
                 results[index] = result

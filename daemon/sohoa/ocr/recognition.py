@@ -1,12 +1,13 @@
 """Line recognition: crops to AsterNet input, CTC greedy decoding.
 
-AsterNet takes a batch of RGB line images 32 px high, ``[batch, 3, 32,
-width]``, and returns log-probabilities ``[time, batch, classes]`` with one
-time step per 4 input columns. Lines are narrowed to WIDTH_SCALE of their
+The recognizer takes a batch of grey line images 32 px high, ``[batch, 1,
+32, width]`` (``[batch, 3, 32, width]`` for AsterNet as asterocr ships it),
+and returns log-probabilities ``[time, batch, classes]`` with one time step
+per 4 input columns. Lines are narrowed to WIDTH_SCALE of their
 width at that height, because the recognizer's time grows with the input
 width and it reads the narrowed lines as well. Class 0 is the CTC blank.
 Pixels are scaled to [0, 1] without mean subtraction, as in asterocr's
-training data loader, and the grey page is repeated into the three channels.
+training data loader.
 
 onnxruntime 1.32 fails on AsterNet inputs wider than 1024 px, so longer
 lines are cut at word gaps into chunks of at most MAX_CHUNK_WIDTH and
@@ -174,10 +175,12 @@ def plan_batches(chunks: list[Chunk]) -> list[list[int]]:
     return batches
 
 
-def prepare_batch(images: list[np.ndarray]) -> np.ndarray:
-    """Pad grey line images (32 px high) to one width, repeat them into RGB and scale to [0, 1].
+def prepare_batch(images: list[np.ndarray], channels: int = 1) -> np.ndarray:
+    """Pad grey line images (32 px high) to one width and scale them to [0, 1], as ``[N, channels, 32, width]``.
 
-    AsterNet was trained on RGB pixels scaled to [0, 1] with no mean subtraction.
+    The recognizer in models/ reads one grey channel. AsterNet as asterocr
+    ships it reads three, so ``channels=3`` repeats the grey image into RGB.
+    Pixels are not mean-subtracted, as in AsterNet's training.
     """
     width = max(image.shape[1] for image in images)
     width = -(-(width + 2 * WIDTH_STEP) // WIDTH_STEP) * WIDTH_STEP
@@ -186,7 +189,9 @@ def prepare_batch(images: list[np.ndarray]) -> np.ndarray:
         batch[row, 0, :, WIDTH_STEP : WIDTH_STEP + image.shape[1]] = image
     tensor = batch.astype(np.float32)
     tensor *= 1.0 / 255.0
-    return np.ascontiguousarray(np.broadcast_to(tensor, (len(images), 3, LINE_HEIGHT, width)))
+    if channels == 1:
+        return tensor
+    return np.ascontiguousarray(np.broadcast_to(tensor, (len(images), channels, LINE_HEIGHT, width)))
 
 
 def decode_greedy(log_probs: np.ndarray, charset: tuple[str, ...]) -> list[Recognized]:
