@@ -9,13 +9,13 @@ Steps:
 1. Copy the float models out of the wheels: rapidocr's PP-OCRv6 small text
    detector and asterocr's AsterNet Vietnamese line recognizer with its
    character set.
-2. Rewrite the recognizer (graph.py): drop the shape arithmetic of its
-   squeeze-and-excitation blocks and of its backbone's last axis, which
-   keeps its outputs, and replace SiLU by ReLU after its convolutions. Its
-   convolution weights are then replaced by the distilled ones in
+2. Rewrite the recognizer (recognizer_graph.py). Dropping the shape
+   arithmetic of its squeeze-and-excitation blocks and of its backbone's
+   last axis keeps its outputs. SiLU is replaced by ReLU after its
+   convolutions, and the convolution weights by the distilled ones in
    ``asternet_vi_relu.npz``, which distill.py trains for ReLU from the
-   original model. The result is the float recognizer the int8 one is
-   built from.
+   original model. Last, the model is made to read one grey channel. The
+   result is the float recognizer the int8 one is built from.
 3. Render calibration pages of Vietnamese administrative text (seeded, so
    every run feeds the same data) and run them through the float models with
    the engine's own pre-processing, collecting detector and recognizer inputs.
@@ -132,7 +132,7 @@ def read_distilled_weights(path: Path, source: Path) -> dict[str, np.ndarray]:
 
 
 def write_float_recognizer(source: Path, weights: Path, target: Path) -> None:
-    """Write the float ReLU recognizer: ``source`` rewritten by graph.py, with the distilled convolution weights."""
+    """Write the float ReLU recognizer: ``source`` rewritten by recognizer_graph.py, with the distilled convolution weights."""
     import onnx
 
     if str(MODELS_DIR) not in sys.path:

@@ -35,7 +35,7 @@ Steps:
    settings. build.py reads them back as float32.
 
 Torch on the CPU is not bit-for-bit reproducible across machines, so a new
-run gives weights that differ slightly; the committed file is the one the
+run gives weights that differ slightly. The committed file is the one the
 models in this folder were built from. On a 2-core x86 VM the default run
 took 52 minutes: 8 to render the pages and 43 to train.
 """

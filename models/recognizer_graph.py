@@ -130,8 +130,8 @@ def read_grey_input(model) -> None:
     attributes = {attribute.name: helper.get_attribute_value(attribute) for attribute in high_pass.attribute}
     attributes["group"] = 1
     fused = helper.make_node("Conv", [image.name, weights_name, bias_name], [gain.output[0]], name=STEM_HIGH_PASS_FUSED, **attributes)
-    kept = [fused if node.name == STEM_GAIN else node for node in graph.node if node.name not in (STEM_HIGH_PASS, STEM_PROJECTION)]
-    _replace_nodes(graph, kept)
+    remaining_nodes = [fused if node.name == STEM_GAIN else node for node in graph.node if node.name not in (STEM_HIGH_PASS, STEM_PROJECTION)]
+    _replace_nodes(graph, remaining_nodes)
     _drop_unused_initializers(graph)
     image.type.tensor_type.shape.dim[1].dim_value = 1
 
@@ -211,9 +211,9 @@ def _set_initializer(graph, name: str, value: np.ndarray) -> None:
 
 def _drop_unused_initializers(graph) -> None:
     used = {name for node in graph.node for name in node.input}
-    kept = [tensor for tensor in graph.initializer if tensor.name in used]
+    used_initializers = [tensor for tensor in graph.initializer if tensor.name in used]
     del graph.initializer[:]
-    graph.initializer.extend(kept)
+    graph.initializer.extend(used_initializers)
 
 
 def _producers(graph) -> dict:
