@@ -2,9 +2,9 @@
 """Retrain AsterNet's convolutions for ReLU by distillation from the original model.
 
 Usage (from the repository root; needs torch and onnx2torch, which the
-daemon does not):
+daemon does not; the committed weights were trained with these versions):
 
-    pip install torch==2.13.0 onnx2torch onnx
+    pip install torch==2.14.1 torchvision==0.29.1 onnx2torch==1.5.15 onnx
     PYTHONPATH=daemon python models/distill.py [--pages 240] [--steps 1800] [--output models/asternet_vi_relu.npz]
 
 Why: in the int8 recognizer, the SiLU activations took a third of the time,
