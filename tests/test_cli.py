@@ -31,3 +31,73 @@ def test_option_before_command_survives(tmp_path, capsys):
 
     assert status == 78
     assert f"Không tìm thấy tệp cấu hình: {missing}" in capsys.readouterr().err
+
+
+def write_config(tmp_path):
+    path = tmp_path / "box.toml"
+    path.write_text(
+        f"""
+[box]
+site = "test"
+device = "box-01"
+unit = "Sở Giáo dục và Đào tạo"
+operator = "Nguyễn Văn An"
+agency_code = "H31.01"
+data_dir = "{tmp_path / 'data'}"
+
+[scanner]
+device = "pnm:0"
+
+[signing]
+pkcs11_module = "/usr/lib/softhsm/libsofthsm2.so"
+token_label = "t"
+key_id = "01"
+
+[upload]
+url = "http://127.0.0.1:8080"
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_status_shows_job_error_in_user_language(tmp_path, capsys):
+    from sohoa.config import load_config
+    from sohoa.errors import JobFinding
+    from sohoa.i18n import N_
+    from sohoa.journal import Journal, error_columns
+
+    config_path = write_config(tmp_path)
+    config = load_config(config_path)
+    config.spool_dir.mkdir(parents=True)
+    journal = Journal(config.journal_path, manifests_dir=config.spool_dir)
+    job = journal.create_job()
+    error = JobFinding("page_lost", N_("Page files {pages} are missing or changed on disk. Scan these pages again."), pages=[2])
+    journal.set_state(job.id, "failed", **error_columns(error))
+    journal.close()
+
+    assert main(["--config", str(config_path), "--lang", "vi", "status"]) == 0
+    vietnamese = capsys.readouterr().out
+    assert main(["--config", str(config_path), "--lang", "en", "status"]) == 0
+    english = capsys.readouterr().out
+
+    assert f"{job.id} : page_lost Các tệp trang [2] bị mất hoặc đã bị thay đổi trên đĩa." in vietnamese
+    assert "Page files [2] are missing or changed on disk." in english
+
+
+def test_status_falls_back_to_logged_message(tmp_path, capsys):
+    from sohoa.config import load_config
+    from sohoa.journal import Journal
+
+    config_path = write_config(tmp_path)
+    config = load_config(config_path)
+    config.spool_dir.mkdir(parents=True)
+    journal = Journal(config.journal_path, manifests_dir=config.spool_dir)
+    job = journal.create_job()
+    # A job recorded by an earlier version: English message, no error_detail.
+    journal.set_state(job.id, "failed", error_code="page_lost", error_message="Page files [3] are missing or changed on disk")
+    journal.close()
+
+    assert main(["--config", str(config_path), "--lang", "vi", "status"]) == 0
+
+    assert "page_lost Page files [3] are missing or changed on disk" in capsys.readouterr().out

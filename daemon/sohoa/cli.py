@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from sohoa import __version__
-from sohoa.errors import SohoaError
+from sohoa.errors import SohoaError, user_message_from_detail
 from sohoa.i18n import gettext as _, set_language
 
 DEFAULT_CONFIG = Path("/etc/sohoa/sohoa.toml")
@@ -68,7 +68,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  {labels[state]}: {count}")
     for job in journal.jobs_in("failed", "interrupted", "built"):
         if job.error_code:
-            print(f"  {job.id} {job.doc_code or ''}: {job.error_code} {job.error_message or ''}")
+            # Jobs recorded before error_detail existed only have the English message.
+            message = user_message_from_detail(job.error_detail) or job.error_message or ""
+            print(f"  {job.id} {job.doc_code or ''}: {job.error_code} {message}")
     return 0
 
 

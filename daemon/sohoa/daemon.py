@@ -41,7 +41,7 @@ from sohoa.errors import (
     UploadError,
 )
 from sohoa.i18n import N_, gettext as _
-from sohoa.journal import PENDING_STATES, Journal
+from sohoa.journal import PENDING_STATES, Journal, error_columns
 from sohoa.mqtt_commands import Command, CommandReply
 from sohoa.pipeline import CaptureRequest, Pipeline
 from sohoa.splitting import page_count_error
@@ -623,13 +623,13 @@ class Daemon:
                 self._set_stage({"captured": "recognizing", "recognized": "building", "built": "signing"}[job.state])
                 job = self._process_job(job)
             except SigningError as exc:
-                self.journal.update_job(job.id, error_code=exc.code, error_message=str(exc))
+                self.journal.update_job(job.id, **error_columns(exc))
                 self._raise_alert("signing", exc)
                 self._sign_retry_at = time.monotonic() + self.config.signing.retry_seconds
                 log.warning("Job %s waits, built but unsigned: %s", job.id, exc)
                 continue
             except SohoaError as exc:
-                self.journal.set_state(job.id, "failed", error_code=exc.code, error_message=str(exc))
+                self.journal.set_state(job.id, "failed", **error_columns(exc))
                 self._raise_alert("job", exc)
                 self._event("job_failed", {"job_id": job.id, "code": exc.code, "message": exc.user_message()})
                 continue
@@ -757,7 +757,7 @@ class Daemon:
             except ArchiveUnreachableError as exc:
                 delay = self._backoff.next_delay()
                 self.journal.update_job(
-                    job.id, upload_attempts=job.upload_attempts + 1, error_code=exc.code, error_message=str(exc)
+                    job.id, upload_attempts=job.upload_attempts + 1, **error_columns(exc)
                 )
                 self._archive_reachable = False
                 self._raise_alert("upload", exc)

@@ -9,6 +9,8 @@ English (``str(error)``) while users read it in their language
 
 from __future__ import annotations
 
+import json
+
 from sohoa.i18n import N_, gettext
 
 
@@ -33,6 +35,30 @@ class SohoaError(Exception):
     def user_message(self) -> str:
         """Return the message in the selected user language."""
         return self._format(gettext(self.message_template))
+
+    def detail(self) -> str:
+        """Return the message template and its parameters as JSON, so the message can be shown later in any language."""
+        params = {name: str(value) for name, value in self.params.items()}
+        return json.dumps({"template": self.message_template, "params": params}, ensure_ascii=False)
+
+
+def user_message_from_detail(detail: str | None) -> str | None:
+    """Return the message that :meth:`SohoaError.detail` stored, in the selected user language; None if it cannot be read."""
+    if not detail:
+        return None
+    try:
+        data = json.loads(detail)
+        return gettext(data["template"]).format(**data["params"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+class JobFinding(SohoaError):
+    """A reason the journal records for a job (its pages lost, the scan cut short), with its own ``code``."""
+
+    def __init__(self, code: str, template: str, /, **params: object) -> None:
+        super().__init__(template, **params)
+        self.code = code
 
 
 class ConfigError(SohoaError):

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from sohoa.errors import JournalError
+from sohoa.errors import JournalError, SohoaError
 from sohoa.fsutil import write_atomic
 from sohoa.i18n import N_
 from sohoa.hotfolder.ledger import create_import_schema
@@ -50,6 +50,22 @@ JOB_STATES = ("scanning", "interrupted", "collecting", "captured", "recognized",
 # States that still need work on the box before upload.
 PENDING_STATES = ("captured", "recognized", "built")
 MANIFEST_NAME = "manifest.json"
+
+
+def error_columns(error: BaseException | None, code: str | None = None) -> dict[str, str | None]:
+    """Return the error_code, error_message and error_detail columns that record ``error``, or clear them for None.
+
+    ``code`` is used for an error without its own code. The message stays in
+    English for support; error_detail keeps a SohoaError's template so that
+    it can be shown in the user's language.
+    """
+    if error is None:
+        return {"error_code": None, "error_message": None, "error_detail": None}
+    return {
+        "error_code": getattr(error, "code", code),
+        "error_message": str(error),
+        "error_detail": error.detail() if isinstance(error, SohoaError) else None,
+    }
 
 
 def utc_now() -> str:
@@ -96,6 +112,9 @@ class Job:
     timestamp_pending: str | None = None
     # How many times the archive rejected this document (see upload.max_rejections).
     upload_rejections: int = 0
+    # The error's message template and parameters as JSON (SohoaError.detail), so
+    # that `sohoa status` shows error_message in the user's language.
+    error_detail: str | None = None
 
     @classmethod
     def from_row(cls, row: dict) -> Job:
@@ -123,6 +142,7 @@ class Job:
             source_batch=row.get("source_batch"),
             timestamp_pending=row.get("timestamp_pending"),
             upload_rejections=row.get("upload_rejections") or 0,
+            error_detail=row.get("error_detail"),
         )
 
 
@@ -224,6 +244,7 @@ class Journal:
                 "declared",
                 "source_batch",
                 "timestamp_pending",
+                "error_detail",
             ):
                 if column not in self.db["jobs"].columns_dict:
                     self.db["jobs"].add_column(column, str)

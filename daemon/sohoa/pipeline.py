@@ -31,6 +31,7 @@ from sohoa.errors import (
     ConfigError,
     FeederEmptyError,
     ImageError,
+    JobFinding,
     PdfError,
     ScanCancelledError,
     SignatureInvalidError,
@@ -40,7 +41,7 @@ from sohoa.errors import (
 )
 from sohoa.fsutil import fsync_dir, sha256_file, write_atomic, write_atomic_with
 from sohoa.i18n import N_
-from sohoa.journal import Job, Journal, Page
+from sohoa.journal import Job, Journal, Page, error_columns
 from sohoa.search import index_document
 from sohoa.splitting import (
     BatchSplitter,
@@ -196,7 +197,7 @@ class Pipeline:
         if job is None:
             job = self.journal.create_job(profile=request.profile, origin=request.origin)
         else:
-            self.journal.set_state(job.id, "scanning", error_code=None, error_message=None)
+            self.journal.set_state(job.id, "scanning", **error_columns(None))
             log.info("Job %s: continuing the %s scan after page %d", job.id, job.state, job.page_count)
 
         batch_dir = self.job_dir(job.id) / f"batch-{self._next_batch_number(job.id):02d}"
@@ -266,7 +267,7 @@ class Pipeline:
         job = self.journal.open_flatbed_job()
         if job is None:
             return None
-        job = close_document(self.journal, self.journal.update_job(job.id, error_code=None, error_message=None))
+        job = close_document(self.journal, self.journal.update_job(job.id, **error_columns(None)))
         log.info("Job %s: flatbed document finished with %d pages", job.id, job.page_count)
         return job
 
@@ -278,9 +279,9 @@ class Pipeline:
         if job.page_count == 0 and job.state in ("scanning", "collecting"):
             self._discard_empty_job(job.id)
             return None
-        code = getattr(error, "code", "scan_cancelled")
-        message = str(error) if error is not None else "Cancelled with a long press."
-        job = self.journal.set_state(job.id, "cancelled", error_code=code, error_message=message)
+        if error is None:
+            error = JobFinding("scan_cancelled", N_("Cancelled with a long press."))
+        job = self.journal.set_state(job.id, "cancelled", **error_columns(error, "scan_cancelled"))
         log.warning("Job %s cancelled with %d pages; its page files stay in %s", job.id, job.page_count, self.job_dir(job.id))
         return job
 
@@ -293,12 +294,11 @@ class Pipeline:
 
         A job with neither a page nor a sheet is discarded.
         """
-        code = getattr(error, "code", "scanner_failed")
         if job.page_count == 0 and not job.declared:
             self._discard_empty_job(job.id)
             return job
         state = "collecting" if collecting else "interrupted"
-        return self.journal.set_state(job.id, state, error_code=code, error_message=str(error))
+        return self.journal.set_state(job.id, state, **error_columns(error, "scanner_failed"))
 
     def _discard_empty_job(self, job_id: str) -> None:
         with self.journal.transaction() as db:
@@ -537,7 +537,7 @@ class Pipeline:
         metadata["UnsureFields"] = ",".join(unsure)
         attachments = [self.fields_attachment(document, mark.converted_at)] if self.config.pdf.attach_fields else []
         build_pdf(pages, out, mark=mark, metadata=metadata, title=self._title(job), attachments=attachments)
-        return self.journal.set_state(job.id, "built", pdf_path=str(out), error_code=None, error_message=None)
+        return self.journal.set_state(job.id, "built", pdf_path=str(out), **error_columns(None))
 
     def operator_of(self, job: Job) -> str:
         """Return the person who scanned ``job``: the operator its sheet names, else ``box.operator``."""
@@ -649,8 +649,7 @@ class Pipeline:
             signed_path=str(signed),
             sha256=sha256_file(signed),
             timestamp_pending=pending_url,
-            error_code=None,
-            error_message=None,
+            **error_columns(None),
         )
         self.legacy_timestamp_marker(job).unlink(missing_ok=True)
         return job
@@ -768,15 +767,15 @@ class Pipeline:
         try:
             receipt = self.archive.upload(job.doc_code, Path(job.signed_path), self.upload_metadata(job))
         except UploadConflictError as exc:
-            self.journal.set_state(job.id, "failed", error_code=exc.code, error_message=str(exc))
+            self.journal.set_state(job.id, "failed", **error_columns(exc))
             raise
         except UploadSettingsError as exc:
-            self.journal.update_job(job.id, error_code=exc.code, error_message=str(exc))
+            self.journal.update_job(job.id, **error_columns(exc))
             raise
         except UploadRejectedError as exc:
             self._record_rejection(job, exc)
             raise
-        self.journal.set_state(job.id, "uploaded", receipt=receipt.raw, error_code=None, error_message=None)
+        self.journal.set_state(job.id, "uploaded", receipt=receipt.raw, **error_columns(None))
         return receipt
 
     def _record_rejection(self, job: Job, error: UploadRejectedError) -> Job:
@@ -785,10 +784,10 @@ class Pipeline:
         if rejections >= limit:
             log.error("Job %s: the archive rejected %s %d times, so the job failed: %s", job.id, job.doc_code, rejections, error)
             return self.journal.set_state(
-                job.id, "failed", upload_rejections=rejections, error_code=error.code, error_message=str(error)
+                job.id, "failed", upload_rejections=rejections, **error_columns(error)
             )
         log.warning(
             "Job %s: the archive rejected %s (%d of %d rejections before the job fails); sending it again next round: %s",
             job.id, job.doc_code, rejections, limit, error,
         )  # fmt: skip
-        return self.journal.update_job(job.id, upload_rejections=rejections, error_code=error.code, error_message=str(error))
+        return self.journal.update_job(job.id, upload_rejections=rejections, **error_columns(error))

@@ -36,10 +36,10 @@ from pathlib import Path
 from PIL import Image
 
 from sohoa.config import Config
-from sohoa.errors import JournalError
+from sohoa.errors import JobFinding, JournalError
 from sohoa.fsutil import sha256_file
 from sohoa.i18n import N_
-from sohoa.journal import JOB_STATES, MANIFEST_NAME, Job, Journal, utc_now
+from sohoa.journal import JOB_STATES, MANIFEST_NAME, Job, Journal, error_columns, utc_now
 from sohoa.pipeline import adopt_legacy_timestamp_marker
 from sohoa.search import rebuild_index
 from sohoa.splitting import FIRST_BATCH_NAME, BatchSplitter, PageFile, latest_batch
@@ -281,7 +281,7 @@ def end_cut_scan(journal: Journal, config: Config, job: Job, report: RecoveryRep
         report.note("job %s: the daemon stopped during a scan before any page; job discarded", job.id)
         return
     journal.set_state(
-        job.id, "interrupted", error_code="scan_cut_short", error_message="The daemon stopped during the scan."
+        job.id, "interrupted", **error_columns(JobFinding("scan_cut_short", N_("The daemon stopped during the scan.")))
     )
     report.note("job %s: the daemon stopped during a scan; %d pages kept, the next press continues", job.id, job.page_count)
 
@@ -354,8 +354,16 @@ def check_job_files(journal: Journal, job: Job, report: RecoveryReport) -> None:
         journal.set_state(
             job.id,
             "failed",
-            error_code="import_lost",
-            error_message=f"The imported signed PDF {job.signed_path} is missing or changed; put the original from the hot folder's done/ folder back into the hot folder.",
+            **error_columns(
+                JobFinding(
+                    "import_lost",
+                    N_(
+                        "The imported signed PDF {path} is missing or changed. Put the original from the hot folder's "
+                        "done/ folder back into the hot folder."
+                    ),
+                    path=job.signed_path,
+                )
+            ),
         )
         report.note("job %s: the imported signed PDF %s is missing or changed; job marked failed", job.id, job.signed_path)
         return
@@ -369,8 +377,9 @@ def check_job_files(journal: Journal, job: Job, report: RecoveryReport) -> None:
         journal.set_state(
             job.id,
             "failed",
-            error_code="page_lost",
-            error_message=f"Page files {bad_pages} are missing or changed on disk; scan these pages again.",
+            **error_columns(
+                JobFinding("page_lost", N_("Page files {pages} are missing or changed on disk. Scan these pages again."), pages=bad_pages)
+            ),
         )
         report.note("job %s: page files %s are missing or changed; job marked failed", job.id, bad_pages)
         return
