@@ -592,3 +592,44 @@ def test_invalid_plan_rejected(tmp_path, plan, problem):
     with pytest.raises(ConfigError) as raised:
         parse_config(data)
     assert problem in str(raised.value)
+
+
+def test_failed_job_message_in_user_language(tmp_path):
+    from sohoa.errors import JobFinding
+    from sohoa.i18n import N_
+    from sohoa.journal import error_columns
+
+    config = make_config(tmp_path / "data")
+    journal = Journal(config.journal_path)
+    job = journal.create_job()
+    journal.update_job(job.id, created_at="2026-11-02T02:00:00+00:00")
+    error = JobFinding("page_lost", N_("Page files {pages} are missing or changed on disk. Scan these pages again."), pages=[1])
+    journal.set_state(job.id, "failed", **error_columns(error))
+    journal.close()
+
+    i18n.set_language("vi")
+    try:
+        vietnamese = aggregate([build_summary(config, now=NOW)]).failed[0].job.error_message
+    finally:
+        i18n.set_language("en")
+    english = aggregate([build_summary(config, now=NOW)]).failed[0].job.error_message
+
+    assert vietnamese.startswith("Các tệp trang [1] bị mất")
+    assert english.startswith("Page files [1] are missing")
+
+
+def test_journal_without_error_detail_column_reads(tmp_path):
+    import sqlite3
+
+    config = make_config(tmp_path / "data")
+    journal = Journal(config.journal_path)
+    job = journal.create_job()
+    journal.update_job(job.id, created_at="2026-11-02T02:00:00+00:00")
+    journal.set_state(job.id, "failed", error_code="ocr_failed", error_message="Model file broken")
+    journal.close()
+    with sqlite3.connect(config.journal_path) as connection:
+        connection.execute("alter table jobs drop column error_detail")
+
+    report = aggregate([build_summary(config, now=NOW)])
+
+    assert report.failed[0].job.error_message == "Model file broken"

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from sohoa import fields as fieldlib
 from sohoa.config import Config
-from sohoa.errors import JournalError
+from sohoa.errors import JournalError, user_message_from_detail
 from sohoa.i18n import N_
 from sohoa.report import summary as summary_model
 from sohoa.report.summary import BoxSummary, JobEntry, MonthCount, PlanSummary, Tally, YearCount
@@ -45,6 +45,7 @@ class JobRecord:
     error_code: str | None = None
     error_message: str | None = None
     type_name: str | None = None  # the recognized TypeName, read only while the job has no DocCode
+    error_detail: str | None = None  # see Job.error_detail; None in journals written before it existed
 
 
 def read_jobs(journal_path: Path) -> list[JobRecord]:
@@ -59,14 +60,18 @@ def read_jobs(journal_path: Path) -> list[JobRecord]:
     if not journal_path.exists():
         return []
     states = (*QUEUED_STATES, *DIGITIZED_STATES, *FAILED_STATES)
-    query = f"""
-        select id, created_at, state, doc_code, page_count, error_code, error_message,
-               case when (doc_code is null or doc_code = '') and json_valid(fields)
-                    then json_extract(fields, '$.TypeName.value') end as type_name
-        from jobs where state in ({",".join("?" for _ in states)}) order by created_at, id
-    """
     try:
         with closing(sqlite3.connect(f"{journal_path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)) as connection:
+            # The connection is read-only, so a journal from before error_detail cannot gain the column here.
+            columns = {row[1] for row in connection.execute("pragma table_info(jobs)")}
+            detail = "error_detail" if "error_detail" in columns else "null"
+            query = f"""
+                select id, created_at, state, doc_code, page_count, error_code, error_message,
+                       case when (doc_code is null or doc_code = '') and json_valid(fields)
+                            then json_extract(fields, '$.TypeName.value') end as type_name,
+                       {detail} as error_detail
+                from jobs where state in ({",".join("?" for _ in states)}) order by created_at, id
+            """
             rows = connection.execute(query, states).fetchall()
     except sqlite3.Error as exc:
         raise JournalError(N_("Cannot open the journal {path}: {detail}"), path=journal_path, detail=exc) from exc
@@ -190,7 +195,7 @@ def _entry(job: JobRecord, type_code: str) -> JobEntry:
         pages=job.page_count,
         created_at=job.created_at,
         error_code=job.error_code,
-        error_message=job.error_message,
+        error_message=user_message_from_detail(job.error_detail) or job.error_message,
     )
 
 
