@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import logging
+import signal
 import sys
 import threading
 import time
@@ -635,13 +636,24 @@ def _print_once(monitor: FleetMonitor, args: argparse.Namespace) -> int:
 
 
 def _run_live(monitor: FleetMonitor, args: argparse.Namespace) -> int:
-    """Redraw the fleet every ``--refresh`` seconds until Ctrl-C; json and csv print one document per redraw."""
+    """Redraw the fleet every ``--refresh`` seconds until Ctrl-C, then return 130; json and csv print one document per redraw.
+
+    Ctrl-C only sets an event. A KeyboardInterrupt, which can be raised at
+    any bytecode, could land between a lock's acquire and its ``with`` block,
+    leave the monitor's lock held and hang the exit.
+    """
     clear = "\x1b[H\x1b[2J" if args.format == "table" and sys.stdout.isatty() else ""
-    while True:
-        error = monitor.fatal_error
-        if error is not None:
-            raise error
-        now = datetime.now(timezone.utc)
-        sys.stdout.write(clear + render(monitor.rows(now, args.heartbeat), args.format, now))
-        sys.stdout.flush()
-        time.sleep(args.refresh)
+    interrupted = threading.Event()
+    previous_handler = signal.signal(signal.SIGINT, lambda _signum, _frame: interrupted.set())
+    try:
+        while not interrupted.is_set():
+            error = monitor.fatal_error
+            if error is not None:
+                raise error
+            now = datetime.now(timezone.utc)
+            sys.stdout.write(clear + render(monitor.rows(now, args.heartbeat), args.format, now))
+            sys.stdout.flush()
+            interrupted.wait(args.refresh)
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+    return 130
