@@ -7,7 +7,9 @@ is made here before any test can initialise SANE.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -53,3 +55,19 @@ def start_daemon(testbed):
     yield start
     for daemon in started:
         daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def load_models_module():
+    """Return a function that imports a script of models/ (``build``, ``recognizer_graph``) by name."""
+    models_dir = Path(__file__).resolve().parents[1] / "models"
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"models_{name}", models_dir / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        # dataclasses look the module up in sys.modules while the class is created.
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -61,42 +61,44 @@ url = "http://127.0.0.1:8080"
     return path
 
 
-def test_status_shows_job_error_in_user_language(tmp_path, capsys):
+def add_failed_job(config_path, **columns) -> str:
+    """Record one failed job with the error ``columns`` in the journal of the configuration at ``config_path`` and return its id."""
     from sohoa.config import load_config
-    from sohoa.errors import JobFinding
-    from sohoa.i18n import N_
-    from sohoa.journal import Journal, error_columns
+    from sohoa.journal import Journal
 
-    config_path = write_config(tmp_path)
     config = load_config(config_path)
     config.spool_dir.mkdir(parents=True)
     journal = Journal(config.journal_path, manifests_dir=config.spool_dir)
-    job = journal.create_job()
+    try:
+        job = journal.create_job()
+        journal.set_state(job.id, "failed", **columns)
+    finally:
+        journal.close()
+    return job.id
+
+
+def test_status_shows_job_error_in_user_language(tmp_path, capsys):
+    from sohoa.errors import JobFinding
+    from sohoa.i18n import N_
+    from sohoa.journal import error_columns
+
+    config_path = write_config(tmp_path)
     error = JobFinding("page_lost", N_("Page files {pages} are missing or changed on disk. Scan these pages again."), pages=[2])
-    journal.set_state(job.id, "failed", **error_columns(error))
-    journal.close()
+    job_id = add_failed_job(config_path, **error_columns(error))
 
     assert main(["--config", str(config_path), "--lang", "vi", "status"]) == 0
     vietnamese = capsys.readouterr().out
     assert main(["--config", str(config_path), "--lang", "en", "status"]) == 0
     english = capsys.readouterr().out
 
-    assert f"{job.id} : page_lost Các tệp trang [2] bị mất hoặc đã bị thay đổi trên đĩa." in vietnamese
+    assert f"{job_id} : page_lost Các tệp trang [2] bị mất hoặc đã bị thay đổi trên đĩa." in vietnamese
     assert "Page files [2] are missing or changed on disk." in english
 
 
 def test_status_falls_back_to_logged_message(tmp_path, capsys):
-    from sohoa.config import load_config
-    from sohoa.journal import Journal
-
     config_path = write_config(tmp_path)
-    config = load_config(config_path)
-    config.spool_dir.mkdir(parents=True)
-    journal = Journal(config.journal_path, manifests_dir=config.spool_dir)
-    job = journal.create_job()
     # A job recorded by an earlier version: English message, no error_detail.
-    journal.set_state(job.id, "failed", error_code="page_lost", error_message="Page files [3] are missing or changed on disk")
-    journal.close()
+    add_failed_job(config_path, error_code="page_lost", error_message="Page files [3] are missing or changed on disk")
 
     assert main(["--config", str(config_path), "--lang", "vi", "status"]) == 0
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,22 +20,13 @@ onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
 
 
-def load_models_module(name: str):
-    spec = importlib.util.spec_from_file_location(f"models_{name}", MODELS_DIR / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    # dataclasses look the module up in sys.modules while the class is created.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def build():
+def build(load_models_module):
     return load_models_module("build")
 
 
 @pytest.fixture(scope="module")
-def graph():
+def graph(load_models_module):
     return load_models_module("recognizer_graph")
 
 
@@ -64,7 +54,7 @@ def run(model, batch: np.ndarray) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: batch})[0]
 
 
-def test_exact_rewrites_keep_the_recognizer_output(graph, source, lines):
+def test_exact_rewrites_keep_output(graph, source, lines):
     original = onnx.load(str(source))
     rewritten = onnx.load(str(source))
 
@@ -120,7 +110,7 @@ def test_set_conv_weights_rejects_missing_tensor(graph, source):
         graph.set_conv_weights(model, weights)
 
 
-def test_distilled_weights_fit_the_source_recognizer(build, source):
+def test_distilled_weights_fit_source(build, source):
     weights = build.read_distilled_weights(build.DISTILLED_WEIGHTS, source)
 
     assert all(value.dtype == np.float32 for value in weights.values())
@@ -129,7 +119,7 @@ def test_distilled_weights_fit_the_source_recognizer(build, source):
     assert recognizer["distilled_weights"]["sha256"] == build.sha256_of(build.DISTILLED_WEIGHTS)
 
 
-def test_distilled_weights_of_another_source_rejected(build, tmp_path):
+def test_weights_of_other_source_rejected(build, tmp_path):
     other = tmp_path / "other.onnx"
     other.write_bytes(b"not the asterocr recognizer")
 

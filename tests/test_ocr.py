@@ -20,7 +20,6 @@ import importlib.util
 import json
 import shutil
 import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
@@ -98,7 +97,7 @@ def clean_result(engine, decision_page) -> PageText:
     return engine.recognize(decision_page.image)
 
 
-def test_line_images_are_what_the_recognizer_reads(engine, decision_page, clean_result):
+def test_line_images_match_recognizer_input(engine, decision_page, clean_result):
     from sohoa.ocr import prepare_page
 
     images = engine.line_images(prepare_page(decision_page.image))
@@ -403,22 +402,13 @@ def test_versions_name_both_models(engine):
 # --- int8 against float ---------------------------------------------------------
 
 
-def load_build_module():
-    spec = importlib.util.spec_from_file_location("models_build", MODELS_DIR / "build.py")
-    module = importlib.util.module_from_spec(spec)
-    # dataclasses look the module up in sys.modules while the class is created.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def float_engine(tmp_path_factory) -> OcrEngine:
+def float_engine(tmp_path_factory, load_models_module) -> OcrEngine:
     """Load the fp32 models the int8 ones were built from, copied out of the rapidocr and asterocr wheels."""
     if importlib.util.find_spec("rapidocr") is None or importlib.util.find_spec("asterocr") is None:
         pytest.skip("the rapidocr and asterocr wheels that ship the float models are not installed")
     folder = tmp_path_factory.mktemp("float-models")
-    load_build_module().write_float_models(folder)
+    load_models_module("build").write_float_models(folder)
     int8_sources = {model["name"]: model["source"] for model in json.loads((MODELS_DIR / MANIFEST_NAME).read_text(encoding="utf-8"))["models"]}
     for model in json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))["models"]:
         expected = int8_sources[model["name"]]

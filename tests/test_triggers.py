@@ -518,6 +518,15 @@ def page_added_event(daemon) -> threading.Event:
     return added
 
 
+def journal_jobs(testbed) -> list:
+    """Return every job in the test bed's journal, oldest first."""
+    journal = Journal(testbed.config().journal_path)
+    try:
+        return journal.jobs_in(*JOB_STATES)
+    finally:
+        journal.close()
+
+
 @pytest.fixture
 def reset_read_delay() -> Iterator[None]:
     yield
@@ -573,11 +582,7 @@ def test_cancel_command_cancels_running_scan(reset_read_delay, testbed, start_da
 
     assert (reply.ok, reply.code) == (True, "cancel_requested")
     assert wait_for_state(daemon, lambda s: s["state"] == "ready", 60) is not None
-    journal = Journal(testbed.config().journal_path)
-    try:
-        jobs = journal.jobs_in(*JOB_STATES)
-    finally:
-        journal.close()
+    jobs = journal_jobs(testbed)
     assert [job.state for job in jobs] == ["cancelled"]
     assert 1 <= jobs[0].page_count < 10
 
@@ -602,11 +607,7 @@ def test_profile_button_job_cancelled_before_build(testbed, start_daemon) -> Non
         state = wait_for_state(daemon, lambda s: s["stage"] == "idle", 60)
         assert state is not None
 
-    journal = Journal(testbed.config().journal_path)
-    try:
-        jobs = journal.jobs_in(*JOB_STATES)
-    finally:
-        journal.close()
+    jobs = journal_jobs(testbed)
     assert [(job.state, job.profile, job.origin) for job in jobs] == [("cancelled", "vanban", "button")]
     assert jobs[0].pdf_path is None
     assert jobs[0].signed_path is None
@@ -642,11 +643,7 @@ def test_flatbed_presses_then_long_press_finishes(testbed, start_daemon) -> None
     hold_button(daemon, "banggoc")
     assert wait_for_state(daemon, lambda s: s["stage"] == "idle", JOB_TIMEOUT) is not None
 
-    journal = Journal(testbed.config().journal_path)
-    try:
-        jobs = journal.jobs_in(*JOB_STATES)
-    finally:
-        journal.close()
+    jobs = journal_jobs(testbed)
     assert [(job.state, job.profile, job.page_count) for job in jobs] == [("cancelled", "banggoc", 2)]
 
 
@@ -702,9 +699,5 @@ def test_scanner_button_starts_daemon_scan(reset_test_options, testbed, start_da
     finally:
         logging.getLogger("sohoa.triggers").removeHandler(baseline)
 
-    journal = Journal(testbed.config().journal_path)
-    try:
-        jobs = journal.jobs_in(*JOB_STATES)
-    finally:
-        journal.close()
+    jobs = journal_jobs(testbed)
     assert [(job.profile, job.origin, job.page_count) for job in jobs] == [("vanban", "scanner_button", 2)]

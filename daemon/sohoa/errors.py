@@ -43,13 +43,13 @@ class SohoaError(Exception):
 
 
 def user_message_from_detail(detail: str | None) -> str | None:
-    """Return the message that :meth:`SohoaError.detail` stored, in the selected user language; None if it cannot be read."""
+    """Return the message that :meth:`SohoaError.detail` stored in the selected user language, or None if it cannot be read."""
     if not detail:
         return None
     try:
         data = json.loads(detail)
-        return gettext(data["template"]).format(**data["params"])
-    except (ValueError, KeyError, IndexError, TypeError):
+        return SohoaError(data["template"], **data["params"]).user_message()
+    except (ValueError, KeyError, TypeError):
         return None
 
 
