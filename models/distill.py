@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Retrain AsterNet's convolutions for ReLU by distillation from the original model.
 
-Usage (from the repository root; needs torch and onnx2torch, which the
-daemon does not; the committed weights were trained with these versions):
+Usage, from the repository root. The script needs torch and onnx2torch,
+which the daemon does not, and the committed weights were trained with
+these versions:
 
     pip install torch==2.14.1 torchvision==0.29.1 onnx2torch==1.5.15 onnx
     PYTHONPATH=daemon python models/distill.py [--pages 240] [--steps 1800] [--output models/asternet_vi_relu.npz]
@@ -75,7 +76,7 @@ RHYMES = (
     "ong ot oc ô ôi ôm ôn ông ôt ôc ơ ơi ơm ơn ơt u ua uân uât ui um un ung ut uc uy uyên uyêt uôi uôn uông uôt "
     "uôc ư ưa ưi ưng ưu ươi ươn ương ươc ươt ươu ưc ưt y yên yêu"
 ).split()
-# Acute, grave, hook above, tilde and dot below; "" is the level tone.
+# Acute, grave, hook above, tilde and dot below. The empty string is the level tone.
 TONES = ("", "\u0301", "\u0300", "\u0309", "\u0303", "\u0323")
 MARKED_VOWELS = "ăâêôơư"
 DOCUMENT_SUFFIXES = ("QĐ", "TT", "NĐ-CP", "QĐ-UBND", "TT-BGDĐT", "CT", "KH", "TB")

@@ -38,7 +38,7 @@ BACKBONE_IF = "/backbone/If"
 
 
 def simplify_squeeze_excitation(model) -> int:
-    """Make every SE block multiply by its ``[N, C, 1, 1]`` weights directly; return the number of blocks changed."""
+    """Make every SE block multiply by its ``[N, C, 1, 1]`` weights directly, and return the number of blocks changed."""
     from onnx import helper, numpy_helper
 
     graph = model.graph
@@ -52,7 +52,7 @@ def simplify_squeeze_excitation(model) -> int:
         source = producers.get(node.input[0]) if node.op_type == "Expand" else None
         if source is None or source.op_type != "Reshape":
             continue
-        # Reshape(weights, [N, C, 1, 1]) -> Unsqueeze(weights, [2, 3]); the Expand goes.
+        # Reshape(weights, [N, C, 1, 1]) -> Unsqueeze(weights, [2, 3]), and the Expand node is dropped.
         replacements[source.name] = helper.make_node("Unsqueeze", [source.input[0], axes], [source.output[0]], name=source.name)
         for consumer in consumers.get(node.output[0], ()):
             consumer.input[:] = [source.output[0] if name == node.output[0] else name for name in consumer.input]
@@ -137,7 +137,7 @@ def read_grey_input(model) -> None:
 
 
 def silu_to_relu(model) -> int:
-    """Replace SiLU on the output of a Conv or Add node by Relu; return the number replaced.
+    """Replace SiLU on the output of a Conv or Add node by Relu, and return the number replaced.
 
     The SiLU inside the SE blocks' small fully connected layers stays.
     """
@@ -179,7 +179,7 @@ def conv_weights(model) -> dict[str, np.ndarray]:
 
 
 def set_conv_weights(model, weights: dict[str, np.ndarray]) -> None:
-    """Replace the Conv weights and biases named as by :func:`conv_weights`; every Conv must be given."""
+    """Replace the Conv weights and biases, named as by :func:`conv_weights`. Every Conv must be given."""
     from onnx import numpy_helper
 
     positions = {tensor.name: index for index, tensor in enumerate(model.graph.initializer)}

@@ -56,8 +56,8 @@ def error_columns(error: BaseException | None, code: str | None = None) -> dict[
     """Return the error_code, error_message and error_detail columns that record ``error``, or clear them for None.
 
     ``code`` is used for an error without its own code. The message stays in
-    English for support; error_detail keeps a SohoaError's template so that
-    it can be shown in the user's language.
+    English for support. error_detail keeps a SohoaError's template, so that
+    the message can be shown in the user's language.
     """
     if error is None:
         return {"error_code": None, "error_message": None, "error_detail": None}

@@ -636,7 +636,7 @@ def _print_once(monitor: FleetMonitor, args: argparse.Namespace) -> int:
 
 
 def _run_live(monitor: FleetMonitor, args: argparse.Namespace) -> int:
-    """Redraw the fleet every ``--refresh`` seconds until Ctrl-C, then return 130; json and csv print one document per redraw.
+    """Redraw the fleet every ``--refresh`` seconds until Ctrl-C, then return 130. json and csv print one document per redraw.
 
     Ctrl-C only sets an event. A KeyboardInterrupt, which can be raised at
     any bytecode, could land between a lock's acquire and its ``with`` block,

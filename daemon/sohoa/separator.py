@@ -345,7 +345,7 @@ def build_sheets(args: argparse.Namespace) -> list[Sheet]:
     """Return ``args.count`` sheets with the command's settings, raising ConfigError for an invalid one."""
     if not 1 <= args.count <= 500:
         raise ConfigError(N_("--count must be between 1 and 500, not {count}."), count=args.count)
-    # The options are checked here with messages for staff; Sheet checks the same again.
+    # The options are checked here with translated messages, because Sheet's own reasons are in English.
     if args.pages is not None and not 0 < args.pages <= MAX_EXPECTED_PAGES:
         raise ConfigError(N_("--pages must be between 1 and {maximum}, not {pages}."), maximum=MAX_EXPECTED_PAGES, pages=args.pages)
     operator = args.operator.strip() if args.operator else None

@@ -122,7 +122,7 @@ class OcrEngine:
         ]
 
     def line_images(self, page: np.ndarray) -> list[np.ndarray]:
-        """Return the grey line images, 32 px high, that the recognizer reads on a :func:`prepare_page` result; for training."""
+        """Return the grey line images, 32 px high, that the recognizer reads on a :func:`prepare_page` result, for training (models/distill.py)."""
         quads, _ = self._find_lines(page)
         return [chunk.image for chunk in self._line_chunks(page, quads)]
 

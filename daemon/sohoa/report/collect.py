@@ -45,7 +45,7 @@ class JobRecord:
     error_code: str | None = None
     error_message: str | None = None
     type_name: str | None = None  # the recognized TypeName, read only while the job has no DocCode
-    error_detail: str | None = None  # see Job.error_detail; None in journals written before it existed
+    error_detail: str | None = None  # Job.error_detail, None in journals written before the column existed
 
 
 def read_jobs(journal_path: Path) -> list[JobRecord]:
